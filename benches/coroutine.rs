@@ -1,0 +1,2 @@
+//! Criterion benchmarks (coroutine): filled in by the coroutine work.
+fn main() {}
