@@ -1,0 +1,142 @@
+//! The per-thread allocation list of one pool.
+//!
+//! Only the owning thread ever touches its [`LocalSlot`] (it lives in a
+//! thread-local that the [`pool!`](crate::pool) macro declares per pool), so
+//! the fast paths are plain memory operations: a `Vec` push or pop and two
+//! owner-only counter stores.
+//!
+//! Re-entrancy rule: user code (a `create` closure, `T::drop`, the release
+//! hook) and epoch pins (which may run other crates' deferred destructors)
+//! never run while the list is borrowed. Each method below borrows the list
+//! for a few plain operations and returns whatever needs slow work to the
+//! caller, which does it after the borrow ends. So a `Drop` that puts into
+//! the same pool finds the list free.
+
+use crate::counters::ThreadCounters;
+use crate::pool::Pool;
+use crate::sync::{loom_const_fn, UnsafeCell};
+use std::fmt;
+
+/// A thread's part of one pool (created by [`pool!`](crate::pool); not for
+/// direct use).
+#[doc(hidden)]
+pub struct LocalSlot<T: Send + 'static> {
+    state: UnsafeCell<Option<Local<T>>>,
+}
+
+struct Local<T: Send + 'static> {
+    /// LIFO: the most recently put object, warmest in cache, goes out first.
+    items: Vec<T>,
+    /// This thread's counter block in the pool's registry.
+    counters: &'static ThreadCounters,
+    pool: &'static Pool<T>,
+}
+
+impl<T: Send + 'static> fmt::Debug for LocalSlot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LocalSlot { .. }")
+    }
+}
+
+impl<T: Send + 'static> Default for LocalSlot<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + 'static> LocalSlot<T> {
+    loom_const_fn! {
+        /// An empty slot; the list is set up on first use.
+        pub fn new() -> LocalSlot<T> {
+            LocalSlot {
+                state: UnsafeCell::new(None),
+            }
+        }
+    }
+
+    /// Runs `f` on this thread's list, creating it on first use.
+    #[inline(always)]
+    fn with_local<R>(&self, pool: &'static Pool<T>, f: impl FnOnce(&mut Local<T>) -> R) -> R {
+        self.state.with_mut(|state| {
+            // SAFETY:
+            // * the slot is a thread-local: only this thread can reach it;
+            // * callers pass closures made of plain operations only (see the
+            //   module's re-entrancy rule), so no other `&mut` to the state
+            //   can be created while this one lives.
+            let state = unsafe { &mut *state };
+            let local = match state {
+                Some(local) => local,
+                None => state.insert(Local {
+                    items: Vec::with_capacity(pool.config().local_cap + 1),
+                    counters: pool.registry().claim(),
+                    pool,
+                }),
+            };
+            f(local)
+        })
+    }
+
+    /// Fast path of a get: the newest local object, if any.
+    #[inline(always)]
+    pub(crate) fn pop(&self, pool: &'static Pool<T>) -> Option<T> {
+        self.with_local(pool, |local| {
+            let value = local.items.pop()?;
+            local.counters.reused.add_owned(1);
+            local.counters.local_len.set_owned(local.items.len() as u64);
+            Some(value)
+        })
+    }
+
+    /// Installs a batch taken from the global list and hands out one object.
+    pub(crate) fn refill(&self, pool: &'static Pool<T>, mut batch: Vec<T>) -> Option<T> {
+        self.with_local(pool, |local| {
+            local.counters.stolen.add_owned(1);
+            let value = batch.pop();
+            local.items.append(&mut batch);
+            if value.is_some() {
+                local.counters.reused.add_owned(1);
+            }
+            local.counters.local_len.set_owned(local.items.len() as u64);
+            value
+        })
+    }
+
+    /// Fast path of a put. When the list goes over its cap, returns the
+    /// oldest batch (and this thread's counters) for the caller to release.
+    #[inline(always)]
+    pub(crate) fn push(
+        &self,
+        pool: &'static Pool<T>,
+        value: T,
+    ) -> Option<(Vec<T>, &'static ThreadCounters)> {
+        self.with_local(pool, |local| {
+            local.items.push(value);
+            let len = local.items.len();
+            if len <= pool.config_ref().local_cap {
+                local.counters.local_len.set_owned(len as u64);
+                return None;
+            }
+            let batch: Vec<T> = local.items.drain(..pool.config_ref().batch_size).collect();
+            local.counters.local_len.set_owned(local.items.len() as u64);
+            Some((batch, local.counters))
+        })
+    }
+
+    /// This thread's counter block.
+    pub(crate) fn counters(&self, pool: &'static Pool<T>) -> &'static ThreadCounters {
+        self.with_local(pool, |local| local.counters)
+    }
+}
+
+impl<T: Send + 'static> Drop for LocalSlot<T> {
+    /// Thread exit: the list goes back to the global list (past the global
+    /// cap it is dropped), and the counter block is freed for reuse.
+    fn drop(&mut self) {
+        // SAFETY:
+        // * `&mut self`: nothing else can borrow the state.
+        let taken = self.state.with_mut(|state| unsafe { (*state).take() });
+        if let Some(local) = taken {
+            local.pool.give_back_on_exit(local.items, local.counters);
+        }
+    }
+}

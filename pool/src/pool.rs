@@ -1,0 +1,227 @@
+//! The pool: a thread's local list in front, the global batch list behind.
+
+use crate::batch_stack::BatchStack;
+use crate::config::PoolConfig;
+use crate::counters::{Registry, ThreadCounters, Writer};
+use crate::local::LocalSlot;
+use crate::stats::PoolStats;
+use crate::sync::{loom_const_fn, LocalKey};
+use std::fmt;
+
+/// A pool of `T`: declare one with [`pool!`](crate::pool) as a `static`.
+///
+/// See the [crate documentation](crate) for the design. All methods take
+/// `&'static self` where they may touch the calling thread's list, because
+/// that list refers back to the pool when the thread exits.
+pub struct Pool<T: Send + 'static> {
+    local: &'static LocalKey<LocalSlot<T>>,
+    global: BatchStack<T>,
+    counters: Registry,
+    config: PoolConfig,
+    release_hook: Option<fn(&mut T)>,
+}
+
+impl<T: Send + 'static> fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("config", &self.config())
+            .field("stats", &self.stats())
+            .field("release_hook", &self.release_hook.is_some())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Pool<T> {
+    loom_const_fn! {
+        /// Builds a pool around its thread-local slot. Use [`pool!`](crate::pool)
+        /// instead; under `cfg(loom)` models call this (with a
+        /// `loom::thread_local!` slot) because loom atomics cannot be `const`.
+        #[doc(hidden)]
+        pub fn __new(
+            local: &'static LocalKey<LocalSlot<T>>,
+            config: PoolConfig,
+            release_hook: Option<fn(&mut T)>,
+        ) -> Pool<T> {
+            let config = config.sanitized();
+            Pool {
+                local,
+                global: BatchStack::new(config.global_cap),
+                counters: Registry::new(),
+                config,
+                release_hook,
+            }
+        }
+    }
+
+    /// Takes a pooled object, or makes one with `create`.
+    ///
+    /// Common case: a pop from this thread's list, no atomic RMW, no lock.
+    #[inline]
+    pub fn get_or_create(&'static self, create: impl FnOnce() -> T) -> T {
+        match self.try_get() {
+            Some(value) => value,
+            None => {
+                let value = create();
+                self.count(|c| &c.created, 1);
+                value
+            }
+        }
+    }
+
+    /// Like [`get_or_create`](Self::get_or_create) with a fallible `create`,
+    /// whose error is returned as is (nothing is counted then).
+    #[inline]
+    pub fn try_get_or_create<E>(
+        &'static self,
+        create: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self.try_get() {
+            Some(value) => Ok(value),
+            None => {
+                let value = create()?;
+                self.count(|c| &c.created, 1);
+                Ok(value)
+            }
+        }
+    }
+
+    /// Takes an object only if the pool has one: from this thread's list,
+    /// else one batch from the global list (one atomic operation).
+    #[inline]
+    pub fn try_get(&'static self) -> Option<T> {
+        self.local
+            .try_with(|slot| {
+                slot.pop(self).or_else(|| {
+                    // Slow path, with the list not borrowed (see `local`).
+                    let batch = self.global.pop()?;
+                    slot.refill(self, batch)
+                })
+            })
+            .unwrap_or_else(|_| self.try_get_without_local())
+    }
+
+    /// Gives `value` back to the pool.
+    ///
+    /// Common case: a push on this thread's list, no atomic RMW, no lock.
+    /// Over the local cap the oldest batch goes to the global list in one
+    /// atomic operation (the release hook runs on each of its objects); what
+    /// does not fit under the global cap is dropped.
+    #[inline]
+    pub fn put(&'static self, value: T) {
+        let mut value = Some(value);
+        match self
+            .local
+            .try_with(|slot| value.take().and_then(|value| slot.push(self, value)))
+        {
+            Ok(None) => {}
+            Ok(Some((batch, counters))) => self.release(batch, counters, Writer::Owner, true),
+            // The thread-local is being (or has been) destroyed.
+            Err(_) => {
+                if let Some(value) = value.take() {
+                    self.release(vec![value], &self.counters.orphan, Writer::Shared, true);
+                }
+            }
+        }
+    }
+
+    /// Drops `value` without pooling it, counting it as dropped (e.g. an
+    /// object left in a bad state).
+    pub fn discard(&'static self, value: T) {
+        self.count(|c| &c.dropped, 1);
+        drop(value);
+    }
+
+    /// Drops every object in the global list (counted as dropped) and
+    /// returns how many. Threads' local lists are left alone.
+    pub fn trim(&'static self) -> usize {
+        let mut trimmed = 0;
+        while let Some(batch) = self.global.pop() {
+            trimmed += batch.len();
+            self.count(|c| &c.dropped, batch.len() as u64);
+            drop(batch);
+        }
+        trimmed
+    }
+
+    /// Sums the counters of every thread and the global list.
+    ///
+    /// Exact when no thread is using the pool; otherwise a snapshot.
+    pub fn stats(&self) -> PoolStats {
+        let mut stats = PoolStats::default();
+        self.counters.add_to(&mut stats);
+        stats.pooled = stats.pooled.wrapping_add(self.global.len() as u64);
+        stats
+    }
+
+    /// Sets the global cap (in objects). Applies to later releases; objects
+    /// already in the global list stay until they are taken or trimmed.
+    pub fn set_global_cap(&self, cap: usize) {
+        self.global.set_cap(cap);
+    }
+
+    /// The configuration in force (with the current global cap).
+    pub fn config(&self) -> PoolConfig {
+        PoolConfig {
+            global_cap: self.global.cap(),
+            ..self.config
+        }
+    }
+
+    pub(crate) fn config_ref(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.counters
+    }
+
+    /// Thread exit: the whole list goes to the global list in batches.
+    pub(crate) fn give_back_on_exit(&self, mut items: Vec<T>, counters: &ThreadCounters) {
+        counters.local_len.set_owned(0);
+        while !items.is_empty() {
+            let at = items.len().saturating_sub(self.config.batch_size);
+            let batch = items.split_off(at);
+            self.release(batch, counters, Writer::Owner, true);
+        }
+        counters.release();
+    }
+
+    /// Moves `batch` to the global list; drops and counts what is over the cap.
+    fn release(&self, mut batch: Vec<T>, counters: &ThreadCounters, writer: Writer, hook: bool) {
+        if let (true, Some(release_hook)) = (hook, self.release_hook) {
+            batch.iter_mut().for_each(release_hook);
+        }
+        let (excess, pushed) = self.global.push(batch);
+        if pushed {
+            counters.add(writer, |c| &c.released, 1);
+        }
+        if !excess.is_empty() {
+            // Count before dropping: a `Drop` may re-enter the pool.
+            counters.add(writer, |c| &c.dropped, excess.len() as u64);
+            drop(excess);
+        }
+    }
+
+    /// `try_get` when the thread-local is gone (TLS teardown): one batch from
+    /// the global list, the rest of it pushed straight back.
+    #[cold]
+    fn try_get_without_local(&self) -> Option<T> {
+        let orphan = &self.counters.orphan;
+        let mut batch = self.global.pop()?;
+        orphan.add(Writer::Shared, |c| &c.stolen, 1);
+        let value = batch.pop();
+        if value.is_some() {
+            orphan.add(Writer::Shared, |c| &c.reused, 1);
+        }
+        self.release(batch, orphan, Writer::Shared, false);
+        value
+    }
+
+    /// Adds `n` to one counter of this thread (or of the orphan block).
+    fn count(&'static self, counter: fn(&ThreadCounters) -> &crate::counters::Counter, n: u64) {
+        match self.local.try_with(|slot| slot.counters(self)) {
+            Ok(counters) => counters.add(Writer::Owner, counter, n),
+            Err(_) => self.counters.orphan.add(Writer::Shared, counter, n),
+        }
+    }
+}
