@@ -1,0 +1,301 @@
+//! The body of a coroutine: a type-stable header (state word, event-loop
+//! words) plus the parked trampoline that runs one entry after another.
+//!
+//! Headers are never given back to the allocator: a freed header goes to a
+//! free list and keeps its generation counter, so a stale [`Coroutine`]
+//! handle always reads valid memory and sees a generation that moved on.
+//!
+//! [`Coroutine`]: crate::Coroutine
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::io;
+use std::mem::MaybeUninit;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use corosensei::{CoroutineResult, Yielder};
+
+use crate::entry::EntrySlot;
+use crate::pool::Home;
+use crate::stack::{Bounds, GuardKind, Stack};
+use crate::EventLoopWords;
+
+/// A panic payload carried from a coroutine to whoever entered it.
+pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+
+/// What the enterer asks of a trampoline.
+pub(crate) enum Cmd {
+    /// Run (or continue) the current entry.
+    Run,
+    /// Leave the loop: the body is being destroyed.
+    Exit,
+}
+
+/// What a trampoline reports when it switches back.
+pub(crate) enum Event {
+    /// The entry called `yield_now`.
+    Yielded,
+    /// The entry returned (`None`) or panicked (`Some(payload)`); the
+    /// trampoline is parked, ready for the next entry.
+    Finished(Option<Payload>),
+}
+
+type Trampoline = corosensei::Coroutine<Cmd, Event, Option<Payload>, Stack>;
+
+/// State word layout: `generation << 1 | RUNNING`. A coroutine handle holds
+/// the generation it was created with; termination bumps the generation.
+pub(crate) const RUNNING: u64 = 1;
+
+/// Canary written at the lowest kept word of a parked stack: if an entry
+/// used the stack below it, the canary is (almost always) overwritten, and
+/// the release hook gives the deep pages back.
+const CANARY: u64 = 0xC0DE_57AC_CA7A_12E5;
+
+/// Room left below the trampoline's own frame for its suspend frames.
+const PARK_MARGIN: usize = 1024;
+
+/// The type-stable part of a coroutine. Aligned so that handles can carry
+/// low generation bits in the pointer (see `Coroutine::into_raw`).
+#[repr(C, align(256))]
+pub(crate) struct Header {
+    /// `generation << 1 | RUNNING`; the single CAS of `enter` works on it.
+    pub(crate) state: AtomicU64,
+    pub(crate) words: EventLoopWords,
+    pub(crate) user_word: AtomicUsize,
+    inner: UnsafeCell<MaybeUninit<Inner>>,
+}
+
+/// The parts of a body used only by whoever owns it: the pool, the creator
+/// before the first enter, or the thread holding the RUNNING bit.
+pub(crate) struct Inner {
+    pub(crate) trampoline: Trampoline,
+    /// Valid once the trampoline has started; lives on the coroutine's stack.
+    pub(crate) yielder: *const Yielder<Cmd, Event>,
+    pub(crate) entry: EntrySlot,
+    pub(crate) home: Home,
+    pub(crate) bounds: Bounds,
+    /// Lowest address the parked trampoline may need (the canary sits there); 0 before the first run.
+    keep_from: usize,
+}
+
+impl Header {
+    const fn new() -> Header {
+        Header {
+            state: AtomicU64::new(0),
+            words: EventLoopWords::new(),
+            user_word: AtomicUsize::new(0),
+            inner: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Raw access to the owned part.
+    ///
+    /// Only the owner (see [`Inner`]) may dereference it, and only while a
+    /// body is installed in the header.
+    #[inline]
+    pub(crate) fn inner(&self) -> *mut Inner {
+        self.inner.get().cast::<Inner>()
+    }
+
+    /// Current generation.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.state.load(Ordering::Acquire) >> 1
+    }
+}
+
+// ---- header arena ---------------------------------------------------------
+
+struct HeaderPtr(NonNull<Header>);
+// SAFETY:
+// * a free header is plain memory owned by the free list; it is handed to
+//   exactly one taker.
+unsafe impl Send for HeaderPtr {}
+
+static FREE_HEADERS: Mutex<Vec<HeaderPtr>> = Mutex::new(Vec::new());
+const HEADER_CHUNK: usize = 64;
+
+/// Takes a free header (slow path only: a new stack is being mapped anyway).
+fn alloc_header() -> NonNull<Header> {
+    let mut free = FREE_HEADERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = free.pop() {
+        return h.0;
+    }
+    // Leaked on purpose: headers are type-stable for the life of the process.
+    let chunk: &'static mut [Header] = Box::leak(
+        (0..HEADER_CHUNK)
+            .map(|_| Header::new())
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let (first, rest) = chunk.split_first_mut().expect("chunk is not empty");
+    free.extend(rest.iter_mut().map(|h| HeaderPtr(NonNull::from(h))));
+    NonNull::from(first)
+}
+
+fn free_header(h: NonNull<Header>) {
+    let mut free = FREE_HEADERS.lock().unwrap_or_else(|e| e.into_inner());
+    free.push(HeaderPtr(h));
+}
+
+// ---- the pooled object ----------------------------------------------------
+
+/// Owns a body whose trampoline is parked (or not started): what the pool holds.
+#[derive(Debug)]
+pub(crate) struct Parked(NonNull<Header>);
+
+// SAFETY:
+// * a parked trampoline has no frames of user code on its stack, only the
+//   trampoline's own (which hold no thread-bound values), so the body may be
+//   resumed or dropped on any thread.
+unsafe impl Send for Parked {}
+
+impl Parked {
+    /// Maps a stack and sets a trampoline on it (not started yet).
+    pub(crate) fn new(size: usize, kind: GuardKind, home: Home) -> io::Result<Parked> {
+        let stack = Stack::new(size, kind)?;
+        let bounds = stack.bounds();
+        let header = alloc_header();
+        let h = HeaderAddr(header);
+        let trampoline = Trampoline::with_stack(stack, move |y, cmd| trampoline_main(h, y, cmd));
+        let inner = Inner {
+            trampoline,
+            yielder: ptr::null(),
+            entry: EntrySlot::new(),
+            home,
+            bounds,
+            keep_from: 0,
+        };
+        // SAFETY:
+        // * the header came from the free list: nobody else owns it and no
+        //   body is installed, so writing the uninitialised part is fine.
+        unsafe { header.as_ref().inner().write(inner) };
+        Ok(Parked(header))
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY:
+        // * headers live for the whole process.
+        unsafe { self.0.as_ref() }
+    }
+
+    pub(crate) fn inner(&self) -> *mut Inner {
+        self.header().inner()
+    }
+
+    /// Gives up ownership without destroying the body.
+    pub(crate) fn into_raw(self) -> NonNull<Header> {
+        let h = self.0;
+        std::mem::forget(self);
+        h
+    }
+
+    /// Takes back ownership of a body released with `into_raw`.
+    ///
+    /// # Safety
+    ///
+    /// * `h` came from `into_raw`, its trampoline is parked (or finished),
+    ///   and no one else claims ownership of it.
+    pub(crate) unsafe fn from_raw(h: NonNull<Header>) -> Parked {
+        Parked(h)
+    }
+
+    /// Usable stack size and guard kind of this body.
+    pub(crate) fn shape(&self) -> (usize, GuardKind) {
+        // SAFETY:
+        // * we own the body; `bounds` is plain data.
+        let b = unsafe { &(*self.inner()).bounds };
+        (b.size(), b.kind)
+    }
+
+    /// The release hook: if the last entries used the stack below the
+    /// trampoline's kept pages (canary overwritten), give the deep pages back.
+    pub(crate) fn trim(&mut self) {
+        let inner = self.inner();
+        // SAFETY:
+        // * we own the body and its trampoline is parked: nothing live lies
+        //   below `keep_from` (the trampoline's frames are above it);
+        // * `keep_from` is inside the stack's mapping (set by the trampoline).
+        unsafe {
+            let keep_from = (*inner).keep_from;
+            if keep_from == 0 {
+                return;
+            }
+            let canary = keep_from as *mut u64;
+            if canary.read_volatile() != CANARY {
+                (*inner).bounds.trim_below(keep_from);
+                canary.write_volatile(CANARY);
+            }
+        }
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let inner = self.inner();
+        // SAFETY:
+        // * we own the body (pool object or finished unpooled coroutine);
+        // * a started trampoline is parked in its loop, so `Exit` makes it
+        //   return without running user code; then the body is dropped once
+        //   (which unmaps the stack) and the header goes back to the free list.
+        unsafe {
+            let t = &mut (*inner).trampoline;
+            if t.started() && !t.done() {
+                match t.resume(Cmd::Exit) {
+                    CoroutineResult::Return(_) => {}
+                    CoroutineResult::Yield(_) => {
+                        unreachable!("a parked trampoline yielded on exit")
+                    }
+                }
+            }
+            ptr::drop_in_place(inner);
+        }
+        free_header(self.0);
+    }
+}
+
+/// A header pointer moved into the trampoline closure.
+#[derive(Clone, Copy)]
+struct HeaderAddr(NonNull<Header>);
+
+/// The loop every body runs: one entry after another, parked in between.
+fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option<Payload> {
+    // SAFETY:
+    // * headers are type-stable; the body is installed while it runs.
+    let inner = unsafe { h.0.as_ref() }.inner();
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let page = crate::sys::page_size();
+    let keep_from = (here - PARK_MARGIN) & !(page - 1);
+    // SAFETY:
+    // * the trampoline runs only when its enterer owns the body;
+    // * `keep_from` is below our frame and above the guard page (stacks are
+    //   at least MIN_STACK_SIZE), so writing the canary there clobbers nothing.
+    unsafe {
+        (*inner).yielder = y;
+        (*inner).keep_from = keep_from;
+        (keep_from as *mut u64).write_volatile(CANARY);
+    }
+    let mut cmd = first;
+    loop {
+        if let Cmd::Exit = cmd {
+            return None;
+        }
+        // SAFETY:
+        // * `Run` is only sent after `EntrySlot::put` (creation stores the entry);
+        // * the slot is not touched again until the entry has been moved out.
+        let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
+            EntrySlot::run(ptr::addr_of_mut!((*inner).entry))
+        }));
+        let payload = outcome.err();
+        // SAFETY:
+        // * `home` is plain data set at creation.
+        if unsafe { (*inner).home.is_unpooled() } {
+            return payload;
+        }
+        cmd = y.suspend(Event::Finished(payload));
+    }
+}

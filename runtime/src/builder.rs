@@ -1,0 +1,95 @@
+//! Building coroutines with a custom stack size, guard kind, or no pooling.
+
+use std::io;
+
+use crate::body::Parked;
+use crate::coroutine::Coroutine;
+use crate::pool::{pool_for, Home};
+use crate::stack::{usable_size, GuardKind, DEFAULT_STACK_SIZE};
+
+/// Options for a new coroutine. Defaults: [`DEFAULT_STACK_SIZE`], the probed
+/// [`GuardKind`], pooled.
+///
+/// Pooled coroutines of one guard kind share one pool; a pooled body whose
+/// stack size differs from the one asked for is dropped and a new one made,
+/// so a program should use one pooled stack size per guard kind.
+#[derive(Clone, Copy, Debug)]
+pub struct Builder {
+    stack_size: usize,
+    guard: GuardKind,
+    pooled: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// The defaults.
+    pub fn new() -> Builder {
+        Builder {
+            stack_size: DEFAULT_STACK_SIZE,
+            guard: GuardKind::probed(),
+            pooled: true,
+        }
+    }
+
+    /// Usable stack bytes (rounded up to whole pages, at least 4 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Forces a guard kind. `Install` on a kernel without
+    /// `MADV_GUARD_INSTALL` makes every spawn fail with EINVAL.
+    pub fn guard(mut self, kind: GuardKind) -> Builder {
+        self.guard = kind;
+        self
+    }
+
+    /// Whether the coroutine's body comes from (and returns to) the pool.
+    /// Unpooled coroutines map a fresh stack and unmap it when they end.
+    pub fn pooled(mut self, pooled: bool) -> Builder {
+        self.pooled = pooled;
+        self
+    }
+
+    /// Creates the coroutine (not started: [`Coroutine::enter`] runs it).
+    ///
+    /// # Panics
+    ///
+    /// With the clear stack error if the kernel refuses a stack.
+    pub fn spawn(self, entry: impl FnOnce() + Send + 'static) -> Coroutine {
+        match self.try_spawn(entry) {
+            Ok(co) => co,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// Creates the coroutine, or says why the kernel refused its stack.
+    #[inline]
+    pub fn try_spawn(self, entry: impl FnOnce() + Send + 'static) -> io::Result<Coroutine> {
+        let body = if self.pooled {
+            let pool = pool_for(self.guard);
+            let want = (usable_size(self.stack_size), self.guard);
+            loop {
+                let body = pool.try_get_or_create(|| {
+                    Parked::new(self.stack_size, self.guard, Home::Pooled(pool))
+                })?;
+                if body.shape() == want {
+                    break body;
+                }
+                pool.discard(body);
+            }
+        } else {
+            Parked::new(self.stack_size, self.guard, Home::Unpooled)?
+        };
+        // SAFETY:
+        // * we own the body: its entry slot is empty (the last entry, if any,
+        //   was moved out when it ran).
+        unsafe { (*body.inner()).entry.put(entry) };
+        Ok(Coroutine::from_parked(body))
+    }
+}

@@ -1,0 +1,307 @@
+//! The coroutine handle and QEMU's operations on it: enter, yield, current.
+
+use std::fmt;
+use std::io;
+use std::panic::resume_unwind;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use corosensei::CoroutineResult;
+
+use crate::body::{Cmd, Event, Header, Parked, Payload, RUNNING};
+use crate::builder::Builder;
+use crate::tls;
+
+/// Handle to a coroutine: a pointer to its type-stable header and the
+/// generation it was created with. `Copy`, `Send`, `Sync`; equal handles name
+/// the same coroutine.
+///
+/// A handle outlives its coroutine safely: once the coroutine terminated (and
+/// its slot was perhaps reused) the generation no longer matches, so
+/// [`enter`](Coroutine::enter) panics with a clear message instead of
+/// touching someone else's coroutine.
+///
+/// A coroutine that is created (or yields) and is never entered again is
+/// leaked with its stack, as in QEMU: every coroutine must run to its end.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Coroutine {
+    header: NonNull<Header>,
+    generation: u64,
+}
+
+// SAFETY:
+// * the header is type-stable (never freed) and every shared access to it
+//   goes through atomics; the body behind it is only touched by whoever wins
+//   the RUNNING bit of the state word (a single CAS in `enter`).
+unsafe impl Send for Coroutine {}
+// SAFETY:
+// * `&Coroutine` offers nothing beyond what a copy of it offers (see Send).
+unsafe impl Sync for Coroutine {}
+
+/// Three words owned by the event loop (corral-aio): home context,
+/// `scheduled` tag, intrusive queue link. All are 0 when a coroutine is
+/// created (the runtime clears them when a new coroutine takes the slot).
+#[derive(Debug, Default)]
+pub struct EventLoopWords {
+    /// The coroutine's home context (aio's choice of encoding).
+    pub home: AtomicUsize,
+    /// Set while the coroutine is scheduled (catches double scheduling).
+    pub scheduled: AtomicUsize,
+    /// Intrusive link for the event loop's queues.
+    pub link: AtomicUsize,
+}
+
+impl EventLoopWords {
+    pub(crate) const fn new() -> EventLoopWords {
+        EventLoopWords {
+            home: AtomicUsize::new(0),
+            scheduled: AtomicUsize::new(0),
+            link: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Coroutine {
+    /// A pooled coroutine with the default stack and guard kind.
+    ///
+    /// # Panics
+    ///
+    /// Panics with the clear stack error (what ran out) if the kernel refuses
+    /// a stack; [`try_new`](Coroutine::try_new) returns it instead.
+    pub fn new(entry: impl FnOnce() + Send + 'static) -> Coroutine {
+        Builder::new().spawn(entry)
+    }
+
+    /// Like [`new`](Coroutine::new), returning the stack error as a value.
+    pub fn try_new(entry: impl FnOnce() + Send + 'static) -> io::Result<Coroutine> {
+        Builder::new().try_spawn(entry)
+    }
+
+    /// A builder for a custom stack size, guard kind, or an unpooled coroutine.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Makes a handle for a body just taken from the pool (or made).
+    pub(crate) fn from_parked(parked: Parked) -> Coroutine {
+        let header = parked.into_raw();
+        // SAFETY:
+        // * headers are type-stable.
+        let h = unsafe { header.as_ref() };
+        h.words.home.store(0, Ordering::Relaxed);
+        h.words.scheduled.store(0, Ordering::Relaxed);
+        h.words.link.store(0, Ordering::Relaxed);
+        h.user_word.store(0, Ordering::Relaxed);
+        Coroutine {
+            header,
+            generation: h.state.load(Ordering::Relaxed) >> 1,
+        }
+    }
+
+    #[inline]
+    fn header(&self) -> &Header {
+        // SAFETY:
+        // * headers are type-stable: valid for the whole process.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// Runs the coroutine until it yields or terminates.
+    ///
+    /// Entering from inside another coroutine nests: when this one yields or
+    /// terminates, the caller continues. May be called from any thread
+    /// (the coroutine then continues on that thread).
+    ///
+    /// # Panics
+    ///
+    /// * "coroutine re-entered recursively" if it is running (on this thread
+    ///   or, racing, on another);
+    /// * "coroutine entered after it terminated" if it finished;
+    /// * with the coroutine's own payload if its entry panicked (the body
+    ///   goes back to the pool first, intact).
+    #[inline]
+    pub fn enter(&self) {
+        let h = self.header();
+        let idle = self.generation << 1;
+        if h.state
+            .compare_exchange(idle, idle | RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.enter_refused();
+        }
+        let prev = tls::replace_current(h);
+        let inner = h.inner();
+        // SAFETY:
+        // * the CAS above gave us the RUNNING bit, hence the body; it was
+        //   installed when this generation was created.
+        let res = unsafe { (*inner).trampoline.resume(Cmd::Run) };
+        tls::set_current(prev);
+        match res {
+            CoroutineResult::Yield(Event::Yielded) => {
+                // The coroutine is off its stack now: let anyone enter it.
+                h.state.store(idle, Ordering::Release);
+            }
+            CoroutineResult::Yield(Event::Finished(payload)) => self.finish(true, payload),
+            CoroutineResult::Return(payload) => self.finish(false, payload),
+        }
+    }
+
+    /// Bumps the generation, gives the body back (pool) or destroys it, then
+    /// re-raises the entry's panic if there was one.
+    #[inline]
+    fn finish(&self, parked: bool, payload: Option<Payload>) {
+        let h = self.header();
+        h.state.store((self.generation + 1) << 1, Ordering::Release);
+        // SAFETY:
+        // * we still own the body (terminated under our RUNNING bit, and the
+        //   new generation is not handed out until the pool gives it away);
+        // * a pooled body's trampoline is parked, an unpooled one returned.
+        let body = unsafe { Parked::from_raw(self.header) };
+        // SAFETY:
+        // * we own the body; `home` is plain data.
+        let home = unsafe { (*h.inner()).home };
+        if parked {
+            home.give_back(body);
+        } else {
+            drop(body);
+        }
+        if let Some(p) = payload {
+            resume_unwind(p);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_refused(&self) -> ! {
+        let state = self.header().state.load(Ordering::Acquire);
+        if state >> 1 != self.generation {
+            panic!("coroutine entered after it terminated");
+        }
+        panic!("coroutine re-entered recursively");
+    }
+
+    /// Whether the coroutine's entry has returned (or panicked).
+    pub fn is_terminated(&self) -> bool {
+        self.header().generation() != self.generation
+    }
+
+    /// QEMU's `qemu_coroutine_entered`: true while the coroutine runs,
+    /// including while it is suspended inside a nested `enter` of another.
+    pub fn entered(&self) -> bool {
+        self.header().state.load(Ordering::Acquire) == (self.generation << 1 | RUNNING)
+    }
+
+    /// The event loop's words of this coroutine (see [`EventLoopWords`]).
+    pub fn event_loop_words(&self) -> &EventLoopWords {
+        &self.header().words
+    }
+
+    /// One word for an embedder (for example a C binding's per-coroutine
+    /// pointer); 0 when the coroutine is created.
+    pub fn user_word(&self) -> &AtomicUsize {
+        &self.header().user_word
+    }
+
+    /// Packs the handle into one non-null pointer-sized word (for intrusive
+    /// lists and C callers). The low 24 bits of the generation travel in
+    /// bits the header's alignment and the address space leave free, so
+    /// [`from_raw`](Coroutine::from_raw) still detects a stale handle unless
+    /// its slot was reused 2^24 times in between.
+    pub fn into_raw(self) -> NonNull<std::ffi::c_void> {
+        let addr = self.header.as_ptr() as usize;
+        assert!(
+            addr >> ADDR_BITS == 0,
+            "coroutine header above the 48-bit address space"
+        );
+        let g = self.generation as usize;
+        let word = addr | (g & LOW_MASK) | (((g >> LOW_BITS) & HIGH_MASK) << ADDR_BITS);
+        NonNull::new(word as *mut std::ffi::c_void).expect("header address is not null")
+    }
+
+    /// Rebuilds a handle from [`into_raw`](Coroutine::into_raw).
+    ///
+    /// # Safety
+    ///
+    /// * `raw` must come from `into_raw` in this process (any generation:
+    ///   a stale one is detected as described there).
+    pub unsafe fn from_raw(raw: NonNull<std::ffi::c_void>) -> Coroutine {
+        let word = raw.as_ptr() as usize;
+        let addr = word & ((1 << ADDR_BITS) - 1) & !LOW_MASK;
+        let packed = ((word & LOW_MASK) | ((word >> ADDR_BITS) << LOW_BITS)) as u64;
+        // SAFETY:
+        // * `addr` is a header address (caller), and headers are never freed.
+        let header = unsafe { NonNull::new_unchecked(addr as *mut Header) };
+        // SAFETY:
+        // * as above.
+        let current = unsafe { header.as_ref() }.generation();
+        let generation = current - (current.wrapping_sub(packed) & ((1 << GEN_BITS) - 1));
+        Coroutine { header, generation }
+    }
+}
+
+const ADDR_BITS: u32 = 48;
+const LOW_BITS: u32 = 8; // Header is 256-byte aligned.
+const LOW_MASK: usize = (1 << LOW_BITS) - 1;
+const HIGH_MASK: usize = (1 << (64 - ADDR_BITS)) - 1;
+const GEN_BITS: u32 = LOW_BITS + (64 - ADDR_BITS);
+
+impl fmt::Debug for Coroutine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coroutine")
+            .field("header", &self.header)
+            .field("generation", &self.generation)
+            .field("terminated", &self.is_terminated())
+            .finish()
+    }
+}
+
+/// Suspends the running coroutine and resumes whoever entered it.
+///
+/// When the coroutine is entered again (possibly from another thread) this
+/// returns there. Do not keep references to thread-locals, or thread-bound
+/// values such as an `Rc` shared with the thread, across this call if the
+/// coroutine may be entered from another thread (see the `tls` notes in the
+/// crate docs).
+///
+/// # Panics
+///
+/// "yield outside a coroutine" when called outside one.
+#[inline]
+pub fn yield_now() {
+    let h = tls::current();
+    if h.is_null() {
+        yield_outside();
+    }
+    // SAFETY:
+    // * a non-null current header is the coroutine running on this thread:
+    //   we own its body and its trampoline has started (so `yielder` is set
+    //   and lives on this very stack).
+    let cmd = unsafe { (*(*(*h).inner()).yielder).suspend(Event::Yielded) };
+    debug_assert!(
+        matches!(cmd, Cmd::Run),
+        "a yielded coroutine is only ever resumed to run"
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn yield_outside() -> ! {
+    panic!("yield outside a coroutine")
+}
+
+/// The running coroutine (the innermost when nested), `None` outside.
+pub fn current() -> Option<Coroutine> {
+    let h = NonNull::new(tls::current().cast_mut())?;
+    // SAFETY:
+    // * headers are type-stable; the running one's generation is stable
+    //   while it runs (only its enterer bumps it after it terminates).
+    let generation = unsafe { h.as_ref() }.state.load(Ordering::Relaxed) >> 1;
+    Some(Coroutine {
+        header: h,
+        generation,
+    })
+}
+
+/// Whether the caller runs inside a coroutine.
+pub fn in_coroutine() -> bool {
+    !tls::current().is_null()
+}

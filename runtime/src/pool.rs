@@ -1,0 +1,96 @@
+//! The runtime's static pools of parked bodies, one per guard kind, and
+//! their caps.
+//!
+//! * `mprotect` guards cost two mappings per stack, so that pool's global cap
+//!   stays at or below `(vm.max_map_count - 5000) / 2` (QEMU 9.0's rule).
+//! * Installed guards cost no mapping; that pool is capped by bytes of
+//!   stack: [`INSTALL_POOL_CAP_BYTES`] divided by the stack size.
+//!
+//! A body leaving a thread for the global list goes through the release
+//! hook, which gives back the deep pages of a stack that was used deeply
+//! (see `Parked::trim`). The hook runs once per object moved in a batch or at
+//! thread exit: off the create/enter/terminate fast path.
+
+use std::sync::Once;
+
+use corral_pool::{Pool, PoolConfig, PoolStats};
+
+use crate::body::Parked;
+use crate::stack::GuardKind;
+use crate::sys::max_map_count;
+
+/// Bytes of stack (address space reserved, mostly not resident) the
+/// installed-guard pool may hold globally: 2 GiB, i.e. 8192 stacks of the
+/// default 256 KiB.
+pub const INSTALL_POOL_CAP_BYTES: usize = 2 << 30;
+
+corral_pool::pool! {
+    static INSTALL_POOL: Pool<Parked> = (PoolConfig::DEFAULT, release_hook);
+}
+corral_pool::pool! {
+    static MPROTECT_POOL: Pool<Parked> = (PoolConfig::DEFAULT, release_hook);
+}
+
+fn release_hook(body: &mut Parked) {
+    body.trim();
+}
+
+/// Where a body goes when its coroutine terminates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Home {
+    Pooled(&'static Pool<Parked>),
+    Unpooled,
+}
+
+impl Home {
+    pub(crate) fn is_unpooled(&self) -> bool {
+        matches!(self, Home::Unpooled)
+    }
+
+    /// Gives a body whose trampoline is parked back to its pool (or drops it).
+    #[inline]
+    pub(crate) fn give_back(self, body: Parked) {
+        match self {
+            Home::Pooled(pool) => pool.put(body),
+            Home::Unpooled => drop(body),
+        }
+    }
+}
+
+/// The pool of one guard kind, its caps set at first use.
+#[inline]
+pub(crate) fn pool_for(kind: GuardKind) -> &'static Pool<Parked> {
+    static CAPS: Once = Once::new();
+    CAPS.call_once(set_caps);
+    match kind {
+        GuardKind::Install => &INSTALL_POOL,
+        GuardKind::Mprotect => &MPROTECT_POOL,
+    }
+}
+
+fn set_caps() {
+    let default = PoolConfig::DEFAULT.global_cap;
+    INSTALL_POOL.set_global_cap(install_cap(crate::stack::DEFAULT_STACK_SIZE).min(default.max(1)));
+    MPROTECT_POOL.set_global_cap(mprotect_cap().min(default));
+}
+
+/// The installed-guard pool's cap for stacks of `stack_size` bytes.
+pub fn install_cap(stack_size: usize) -> usize {
+    (INSTALL_POOL_CAP_BYTES / stack_size.max(1)).max(1)
+}
+
+/// The mprotect pool's cap: `(vm.max_map_count - 5000) / 2`.
+pub fn mprotect_cap() -> usize {
+    max_map_count().saturating_sub(5000) / 2
+}
+
+/// Counters of the pool that [`Coroutine::new`](crate::Coroutine::new) uses
+/// (the probed guard kind's).
+pub fn pool_stats() -> PoolStats {
+    pool_stats_for(GuardKind::probed())
+}
+
+/// Counters of the pool of one guard kind.
+pub fn pool_stats_for(kind: GuardKind) -> PoolStats {
+    pool_for(kind).stats()
+}

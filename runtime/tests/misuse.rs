@@ -1,0 +1,74 @@
+//! Misuse is a clean panic with a clear message; a panic inside a coroutine
+//! resurfaces in its enterer with the original payload.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use corral_runtime::{current, yield_now, Coroutine};
+
+#[test]
+#[should_panic(expected = "coroutine re-entered recursively")]
+fn reentering_a_running_coroutine_panics() {
+    let co = Coroutine::new(|| current().unwrap().enter());
+    co.enter();
+}
+
+#[test]
+#[should_panic(expected = "coroutine entered after it terminated")]
+fn entering_a_terminated_coroutine_panics() {
+    let co = Coroutine::new(|| {});
+    co.enter();
+    co.enter();
+}
+
+#[test]
+#[should_panic(expected = "coroutine entered after it terminated")]
+fn stale_handle_after_reuse_panics() {
+    let old = Coroutine::new(|| {});
+    old.enter();
+    let new = Coroutine::new(yield_now); // likely the same body
+    new.enter();
+    let res = catch_unwind(AssertUnwindSafe(|| old.enter()));
+    new.enter(); // the new coroutine was not disturbed
+    assert!(new.is_terminated());
+    std::panic::resume_unwind(res.unwrap_err());
+}
+
+#[test]
+#[should_panic(expected = "yield outside a coroutine")]
+fn yield_outside_panics() {
+    yield_now();
+}
+
+#[derive(Debug, PartialEq)]
+struct Payload(u64, &'static str);
+
+#[test]
+fn panic_resurfaces_with_payload_and_body_is_reused() {
+    let co = Coroutine::new(|| std::panic::panic_any(Payload(42, "boom")));
+    let err = catch_unwind(AssertUnwindSafe(|| co.enter())).unwrap_err();
+    assert_eq!(err.downcast_ref::<Payload>(), Some(&Payload(42, "boom")));
+    assert!(co.is_terminated());
+    // The pool still works, and the body that panicked runs the next entry.
+    let out = Arc::new(Mutex::new(0));
+    let o = out.clone();
+    let next = Coroutine::new(move || {
+        yield_now();
+        *o.lock().unwrap() = 7;
+    });
+    next.enter();
+    next.enter();
+    assert_eq!(*out.lock().unwrap(), 7);
+}
+
+#[test]
+fn panic_through_nested_coroutines() {
+    let outer = Coroutine::new(|| {
+        let inner = Coroutine::new(|| panic!("inner failed"));
+        inner.enter();
+        unreachable!("the inner panic unwinds through the outer coroutine");
+    });
+    let err = catch_unwind(AssertUnwindSafe(|| outer.enter())).unwrap_err();
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"inner failed"));
+    assert!(outer.is_terminated());
+}
