@@ -1,0 +1,105 @@
+/*
+ * `make -C ffi bench`: what corral's C ABI costs, against the switch
+ * mechanisms C coroutine libraries use today, in one run.
+ *
+ *   c_lifecycle_ns     pooled create + enter + terminate through the C ABI
+ *   rust_lifecycle_ns  the same from Rust inside the library (corral lifecycle's pooled_ns path)
+ *   c_switch_ns        enter + yield round trip through the C ABI
+ *   ucontext_switch_ns the same with glibc swapcontext both ways
+ *   sigjmp_switch_ns   the same with sigsetjmp/siglongjmp (QEMU's ucontext backend)
+ *
+ * Each figure is the best of REPS timed loops (the least disturbed one on a
+ * shared machine); the Rust and C lifecycle loops alternate so that both see
+ * the same machine. The last line is one JSON object.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <corral.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+enum { REPS = 7 };
+
+static void empty_body(void *opaque)
+{
+    (void)opaque;
+}
+
+static double c_lifecycle_ns(uint64_t iterations)
+{
+    uint64_t start = bench_now_ns();
+    for (uint64_t i = 0; i < iterations; i++) {
+        corral_co_t *co = corral_co_create(empty_body, NULL);
+        if (co == NULL || corral_co_enter(co) != 0) {
+            fprintf(stderr, "bench: coroutine failed: %s\n", corral_last_error());
+            exit(1);
+        }
+    }
+    return (double)(bench_now_ns() - start) / (double)iterations;
+}
+
+static volatile int switch_stop;
+
+static void yield_loop(void *opaque)
+{
+    (void)opaque;
+    while (!switch_stop) {
+        corral_co_yield();
+    }
+}
+
+static double c_switch_ns(uint64_t round_trips)
+{
+    switch_stop = 0;
+    corral_co_t *co = corral_co_create(yield_loop, NULL);
+    if (co == NULL || corral_co_enter(co) != 0) {
+        fprintf(stderr, "bench: coroutine failed: %s\n", corral_last_error());
+        exit(1);
+    }
+    uint64_t start = bench_now_ns();
+    for (uint64_t i = 0; i < round_trips; i++) {
+        corral_co_enter(co);
+    }
+    uint64_t elapsed = bench_now_ns() - start;
+    switch_stop = 1;
+    corral_co_enter(co);
+    return (double)elapsed / (double)round_trips;
+}
+
+static double min2(double a, double b)
+{
+    return a < b ? a : b;
+}
+
+int main(void)
+{
+    const uint64_t lifecycles = 2000000, switches = 5000000, uc_switches = 200000;
+    double c_life = 1e30, rust_life = 1e30, c_switch = 1e30, uc = 1e30, sj = 1e30;
+
+    c_lifecycle_ns(lifecycles / 10); /* warm the pools and caches */
+    corral_bench_rust_lifecycle_ns(lifecycles / 10);
+    for (int rep = 0; rep < REPS; rep++) {
+        c_life = min2(c_life, c_lifecycle_ns(lifecycles));
+        rust_life = min2(rust_life, corral_bench_rust_lifecycle_ns(lifecycles));
+        c_switch = min2(c_switch, c_switch_ns(switches));
+        sj = min2(sj, bench_sigjmp_switch_ns(switches));
+        uc = min2(uc, bench_ucontext_switch_ns(uc_switches));
+    }
+
+    printf("pooled create+enter+terminate, C ABI:   %8.2f ns\n", c_life);
+    printf("pooled create+enter+terminate, Rust:    %8.2f ns  (C/Rust %.2fx)\n", rust_life,
+           c_life / rust_life);
+    printf("enter+yield round trip, C ABI:          %8.2f ns\n", c_switch);
+    printf("enter+yield round trip, sigsetjmp:      %8.2f ns  (%.1fx the C ABI)\n", sj,
+           sj / c_switch);
+    printf("enter+yield round trip, swapcontext:    %8.2f ns  (%.1fx the C ABI)\n", uc,
+           uc / c_switch);
+    printf("{\"c_lifecycle_ns\":%.2f,\"rust_lifecycle_ns\":%.2f,\"c_switch_ns\":%.2f,"
+           "\"ucontext_switch_ns\":%.2f,\"sigjmp_switch_ns\":%.2f,"
+           "\"c_over_rust_lifecycle\":%.3f,\"sigjmp_over_c_switch\":%.2f,"
+           "\"ucontext_over_c_switch\":%.2f}\n",
+           c_life, rust_life, c_switch, uc, sj, c_life / rust_life, sj / c_switch,
+           uc / c_switch);
+    return 0;
+}

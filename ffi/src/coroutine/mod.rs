@@ -1,0 +1,196 @@
+//! The coroutine part of the C ABI: create, enter, yield, self,
+//! in-coroutine, entered, terminated, pool counters.
+
+use crate::boundary::{abort_with, fail, guard, set_error};
+use corral_runtime::Coroutine;
+use std::ffi::c_void;
+use std::ptr::{self, NonNull};
+
+/// The C type `corral_co_t`: opaque, only ever handled by pointer.
+///
+/// The pointer is the runtime's packed handle ([`Coroutine::into_raw`]): the
+/// coroutine's never-freed header address with the low bits of its
+/// generation in spare bits. So it is the same pointer for the coroutine's
+/// whole life (`corral_co_self()` equals what `corral_co_create()` returned),
+/// costs no allocation, and a stale pointer is recognised instead of naming
+/// whichever coroutine reused the slot.
+#[repr(C)]
+#[derive(Debug)]
+pub struct CorralCo {
+    _opaque: [u8; 0],
+}
+
+/// The C entry function type `corral_co_entry_fn`.
+pub type EntryFn = unsafe extern "C" fn(opaque: *mut c_void);
+
+/// A C entry with its argument, moved into the coroutine (16 bytes: stored
+/// inline in the coroutine's slot, no allocation).
+struct CEntry {
+    entry: EntryFn,
+    opaque: *mut c_void,
+}
+
+// SAFETY:
+// * the opaque pointer is the C program's; handing it to the coroutine, which
+//   may run on another thread, is what the C caller asked for.
+unsafe impl Send for CEntry {}
+
+impl CEntry {
+    fn call(self) {
+        // SAFETY:
+        // * `entry` is the C function the caller of corral_co_create passed
+        //   with `opaque`; calling it with that argument is the documented
+        //   contract. A C function cannot unwind into us.
+        unsafe { (self.entry)(self.opaque) }
+    }
+}
+
+fn to_handle(co: Coroutine) -> *mut CorralCo {
+    co.into_raw().as_ptr().cast()
+}
+
+/// The runtime handle behind a C pointer; `None` for NULL.
+fn from_handle(handle: *const CorralCo) -> Option<Coroutine> {
+    let raw = NonNull::new(handle.cast_mut())?;
+    // SAFETY:
+    // * every non-NULL corral_co_t * comes from `to_handle` (the C contract,
+    //   as for any opaque pointer); headers are never freed and a stale
+    //   generation is detected by the runtime.
+    Some(unsafe { Coroutine::from_raw(raw.cast()) })
+}
+
+/// Message of `-EBUSY` from `corral_co_enter`.
+pub const MSG_REENTERED: &str = "coroutine re-entered recursively";
+/// Message of `-EINVAL` from `corral_co_enter`.
+pub const MSG_TERMINATED: &str = "coroutine entered after it terminated";
+/// Message of `-EPERM` from `corral_co_yield`.
+pub const MSG_YIELD_OUTSIDE: &str = "yield outside a coroutine";
+
+/// `corral_co_create`: a pooled coroutine that will run `entry(opaque)`, or
+/// NULL with errno (ENOMEM: no stack; EINVAL: no entry).
+#[no_mangle]
+pub extern "C" fn corral_co_create(entry: Option<EntryFn>, opaque: *mut c_void) -> *mut CorralCo {
+    guard(|| {
+        let Some(entry) = entry else {
+            set_error(libc::EINVAL, "corral_co_create: entry is NULL");
+            return ptr::null_mut();
+        };
+        let c_entry = CEntry { entry, opaque };
+        match Coroutine::try_new(move || c_entry.call()) {
+            Ok(co) => to_handle(co),
+            Err(error) => {
+                set_error(
+                    error.raw_os_error().unwrap_or(libc::ENOMEM),
+                    &error.to_string(),
+                );
+                ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Checks that `handle` may be entered; the runtime handle or the errno.
+fn enterable(handle: *const CorralCo) -> Result<Coroutine, i32> {
+    let co = from_handle(handle).ok_or(libc::EINVAL)?;
+    if co.is_terminated() {
+        Err(libc::EINVAL)
+    } else if co.entered() {
+        Err(libc::EBUSY)
+    } else {
+        Ok(co)
+    }
+}
+
+/// The message for an error code of `corral_co_enter`.
+fn enter_message(errno: i32) -> &'static str {
+    if errno == libc::EBUSY {
+        MSG_REENTERED
+    } else {
+        MSG_TERMINATED
+    }
+}
+
+/// `corral_co_enter`: runs the coroutine until it yields or terminates.
+/// 0, `-EBUSY` (running) or `-EINVAL` (NULL, terminated).
+///
+/// # Safety
+///
+/// * `co` is NULL or a pointer returned by `corral_co_create`.
+#[no_mangle]
+pub unsafe extern "C" fn corral_co_enter(co: *mut CorralCo) -> i32 {
+    guard(|| match enterable(co) {
+        Ok(co) => {
+            co.enter();
+            0
+        }
+        Err(errno) => fail(errno, enter_message(errno)),
+    })
+}
+
+/// `corral_co_enter_or_abort`: as `corral_co_enter`, aborting on misuse.
+///
+/// # Safety
+///
+/// * `co` is NULL or a pointer returned by `corral_co_create`.
+#[no_mangle]
+pub unsafe extern "C" fn corral_co_enter_or_abort(co: *mut CorralCo) {
+    guard(|| match enterable(co) {
+        Ok(co) => co.enter(),
+        Err(errno) => abort_with(enter_message(errno)),
+    })
+}
+
+/// `corral_co_yield`: 0 once resumed, `-EPERM` outside a coroutine.
+#[no_mangle]
+pub extern "C" fn corral_co_yield() -> i32 {
+    guard(|| {
+        if !corral_runtime::in_coroutine() {
+            return fail(libc::EPERM, MSG_YIELD_OUTSIDE);
+        }
+        corral_runtime::yield_now();
+        0
+    })
+}
+
+/// `corral_co_yield_or_abort`: as `corral_co_yield`, aborting outside a coroutine.
+#[no_mangle]
+pub extern "C" fn corral_co_yield_or_abort() {
+    guard(|| {
+        if !corral_runtime::in_coroutine() {
+            abort_with(MSG_YIELD_OUTSIDE);
+        }
+        corral_runtime::yield_now();
+    })
+}
+
+/// `corral_co_self`: the running coroutine, NULL outside coroutines.
+#[no_mangle]
+pub extern "C" fn corral_co_self() -> *mut CorralCo {
+    guard(|| corral_runtime::current().map_or(ptr::null_mut(), to_handle))
+}
+
+/// `corral_in_coroutine`: true inside any coroutine.
+#[no_mangle]
+pub extern "C" fn corral_in_coroutine() -> bool {
+    guard(corral_runtime::in_coroutine)
+}
+
+/// `corral_co_entered`: running, or suspended in a nested enter.
+///
+/// # Safety
+///
+/// * `co` is NULL or a pointer returned by `corral_co_create`.
+#[no_mangle]
+pub unsafe extern "C" fn corral_co_entered(co: *const CorralCo) -> bool {
+    guard(|| from_handle(co).is_some_and(|co| co.entered()))
+}
+
+/// `corral_co_is_terminated`: its entry returned (true for stale handles).
+///
+/// # Safety
+///
+/// * `co` is NULL or a pointer returned by `corral_co_create`.
+#[no_mangle]
+pub unsafe extern "C" fn corral_co_is_terminated(co: *const CorralCo) -> bool {
+    guard(|| from_handle(co).map_or(true, |co| co.is_terminated()))
+}

@@ -1,0 +1,67 @@
+//! Pool counters and the in-library lifecycle measurement for the C benchmark.
+
+use crate::boundary::guard;
+use std::time::Instant;
+
+/// The C struct `corral_pool_stats_t` (field order is ABI).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CorralPoolStats {
+    /// Coroutines (stacks) created fresh.
+    pub created: u64,
+    /// Taken from the pool instead.
+    pub reused: u64,
+    /// Freed because a cap was reached.
+    pub dropped: u64,
+    /// Batches a thread took from the global list.
+    pub batches_stolen: u64,
+    /// Batches a thread handed to the global list.
+    pub batches_released: u64,
+    /// Held by the pool right now.
+    pub pooled: u64,
+}
+
+impl From<corral_pool::PoolStats> for CorralPoolStats {
+    fn from(stats: corral_pool::PoolStats) -> CorralPoolStats {
+        CorralPoolStats {
+            created: stats.created,
+            reused: stats.reused,
+            dropped: stats.dropped,
+            batches_stolen: stats.batches_stolen,
+            batches_released: stats.batches_released,
+            pooled: stats.pooled,
+        }
+    }
+}
+
+/// `corral_co_pool_stats`: fills `*out` with the default coroutine pool's counters.
+///
+/// # Safety
+///
+/// * `out` is NULL (then nothing happens) or valid for writing one `corral_pool_stats_t`.
+#[no_mangle]
+pub unsafe extern "C" fn corral_co_pool_stats(out: *mut CorralPoolStats) {
+    guard(|| {
+        let stats = CorralPoolStats::from(corral_runtime::pool_stats());
+        // SAFETY:
+        // * `out` is valid for writes when non-NULL (caller contract);
+        //   `as_mut` returns None for NULL.
+        if let Some(out) = unsafe { out.as_mut() } {
+            *out = stats;
+        }
+    })
+}
+
+/// `corral_bench_rust_lifecycle_ns`: ns per pooled create+enter+terminate of a
+/// Rust coroutine with an empty body (what `corral lifecycle` calls pooled_ns).
+#[no_mangle]
+pub extern "C" fn corral_bench_rust_lifecycle_ns(iterations: u64) -> f64 {
+    guard(|| {
+        let iterations = iterations.max(1);
+        let start = Instant::now();
+        for _ in 0..iterations {
+            corral_runtime::Coroutine::new(|| {}).enter();
+        }
+        start.elapsed().as_nanos() as f64 / iterations as f64
+    })
+}
