@@ -1,0 +1,369 @@
+//! The io_uring backend (through the `io-uring` crate).
+//!
+//! * SQEs are written straight into the submission ring as requests arrive; one
+//!   `io_uring_enter` per batch sends them, from a bottom half scheduled by the first
+//!   request of an iteration or at the end of completion processing (run plugged).
+//! * Completions are reaped from the completion ring without a system call: in the poll
+//!   handler while the context polls, from the ring fd's handler (it is readable while
+//!   CQEs wait) when it sleeps, and once right after each submit (page-cache reads are
+//!   often complete by then).
+//! * `-EAGAIN`/`-EINTR` completions are resubmitted; a short read or write is resubmitted
+//!   for the rest, and a zero-byte read after progress is end of file.
+//! * At most `CQ_ENTRIES` requests are in the kernel, so the completion ring cannot
+//!   overflow; more wait in a queue.
+
+use super::bound::ThreadBound;
+use super::glue;
+use super::request::{self, Op, Request, RequestQueue};
+use super::{Backend, BackendStats};
+use crate::{AioContext, Bh};
+use io_uring::{opcode, squeue, types, IoUring};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
+
+/// Submission ring size.
+const SQ_ENTRIES: u32 = 256;
+/// Completion ring size (the kernel's default, twice the submission ring).
+const CQ_ENTRIES: usize = 2 * SQ_ENTRIES as usize;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct IoUringBackend {
+    shared: Arc<Shared>,
+    ctx: Arc<AioContext>,
+    ring_fd: i32,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: ThreadBound<State>,
+    submit_bh: OnceLock<Bh>,
+}
+
+struct State {
+    ring: IoUring,
+    /// Waiting for room in the rings.
+    pending: RequestQueue,
+    /// In the submission ring or the kernel, not completed.
+    in_kernel: usize,
+    /// Pushed to the submission ring, not yet given to `io_uring_enter`.
+    unsubmitted: usize,
+    plugged: usize,
+    bh_scheduled: bool,
+    stats: BackendStats,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("in_kernel", &self.in_kernel)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IoUringBackend {
+    /// Sets up a ring and registers its fd with `ctx`.
+    pub fn new(ctx: &Arc<AioContext>) -> io::Result<Self> {
+        // SINGLE_ISSUER (Linux 6.0) lets the kernel skip locking; the ring is only ever
+        // used from this thread (`ThreadBound`). Older kernels refuse the flag: go without.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .build(SQ_ENTRIES)
+            .or_else(|_| IoUring::builder().build(SQ_ENTRIES))?;
+        let ring_fd = ring.as_raw_fd();
+        let state = State {
+            ring,
+            pending: RequestQueue::default(),
+            in_kernel: 0,
+            unsubmitted: 0,
+            plugged: 0,
+            bh_scheduled: false,
+            stats: BackendStats::default(),
+        };
+        let shared = Arc::new(Shared {
+            state: ThreadBound::new(state),
+            submit_bh: OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&shared);
+        let bh = ctx.bh_new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.state.with(|s| s.bh_scheduled = false);
+                shared.process();
+            }
+        });
+        let _ = shared.submit_bh.set(bh);
+        let (on_read, on_poll, on_poll_ready) = (
+            Arc::downgrade(&shared),
+            Arc::downgrade(&shared),
+            Arc::downgrade(&shared),
+        );
+        glue::watch_fd(
+            ctx,
+            ring_fd,
+            move || {
+                if let Some(shared) = on_read.upgrade() {
+                    shared.process();
+                }
+            },
+            move || {
+                on_poll
+                    .upgrade()
+                    .is_some_and(|shared| shared.has_completions())
+            },
+            move || {
+                if let Some(shared) = on_poll_ready.upgrade() {
+                    shared.process();
+                }
+            },
+        )?;
+        Ok(IoUringBackend {
+            shared,
+            ctx: ctx.clone(),
+            ring_fd,
+        })
+    }
+}
+
+impl Drop for IoUringBackend {
+    fn drop(&mut self) {
+        glue::unwatch_fd(&self.ctx, self.ring_fd);
+    }
+}
+
+/// The SQE for what is left of `req` (all of it unless a short transfer was resubmitted).
+fn sqe_for(req: NonNull<Request>) -> squeue::Entry {
+    // SAFETY: `req` is in flight and owned by the backend; its coroutine does not touch it.
+    let r = unsafe { req.as_ref() };
+    let fd = types::Fd(r.fd);
+    let offset = r.offset + r.done_bytes as u64;
+    let entry = match r.op {
+        Op::Flush => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        op => {
+            // SAFETY: `iov`/`iovcnt` describe the caller's live buffers (device contract).
+            let iovs = unsafe { std::slice::from_raw_parts(r.iov, r.iovcnt) };
+            let (mut seg, mut skip) = (0, r.done_bytes);
+            while seg + 1 < iovs.len() && skip >= iovs[seg].iov_len {
+                skip -= iovs[seg].iov_len;
+                seg += 1;
+            }
+            if iovs.len() - seg == 1 || skip > 0 {
+                // One buffer (or the rest of a partly done one): no iovec needed.
+                let iov = &iovs[seg];
+                // SAFETY: `skip <= iov_len`, so the pointer stays inside (or one past) the buffer.
+                let base = unsafe { iov.iov_base.cast::<u8>().add(skip) };
+                let len = (iov.iov_len - skip).min(u32::MAX as usize) as u32;
+                match op {
+                    Op::Read => opcode::Read::new(fd, base, len).offset(offset).build(),
+                    _ => opcode::Write::new(fd, base, len).offset(offset).build(),
+                }
+            } else {
+                let rest = &iovs[seg..];
+                match op {
+                    Op::Read => opcode::Readv::new(fd, rest.as_ptr(), rest.len() as u32)
+                        .offset(offset)
+                        .build(),
+                    _ => opcode::Writev::new(fd, rest.as_ptr(), rest.len() as u32)
+                        .offset(offset)
+                        .build(),
+                }
+            }
+        }
+    };
+    entry.user_data(req.as_ptr() as u64)
+}
+
+impl State {
+    /// Pushes `req` into the submission ring if there is room, else queues it.
+    fn enqueue(&mut self, req: NonNull<Request>) {
+        if self.in_kernel < CQ_ENTRIES {
+            let entry = sqe_for(req);
+            // SAFETY: the SQE's buffers and iovecs belong to an in-flight request and stay
+            // valid until its completion is reaped.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                self.in_kernel += 1;
+                self.unsubmitted += 1;
+                return;
+            }
+        }
+        // SAFETY: `req` is in flight and stays valid until completed.
+        unsafe { self.pending.push_back(req) };
+    }
+}
+
+/// What to do with one reaped CQE.
+enum Reaped {
+    Complete(NonNull<Request>, isize),
+    Resubmit(NonNull<Request>),
+}
+
+impl Shared {
+    fn has_completions(&self) -> bool {
+        self.state.with(|s| !s.ring.completion().is_empty())
+    }
+
+    /// Delivers completions, then submits, then checks once more for completions.
+    fn process(&self) {
+        self.reap();
+        if self.flush() > 0 {
+            self.reap();
+            self.flush();
+        }
+    }
+
+    /// Completes every CQE available now, plugged so that woken coroutines queue.
+    fn reap(&self) {
+        self.state.with(|s| s.plugged += 1);
+        let mut batch: [Option<Reaped>; 32] = [const { None }; 32];
+        loop {
+            let n = self.state.with(|s| {
+                let mut n = 0;
+                let mut cq = s.ring.completion();
+                while n < batch.len() {
+                    let Some(cqe) = cq.next() else { break };
+                    let req = NonNull::new(cqe.user_data() as *mut Request)
+                        .expect("io_uring CQE without a request");
+                    batch[n] = Some(classify(req, cqe.result()));
+                    n += 1;
+                }
+                drop(cq);
+                for slot in &batch[..n] {
+                    match slot {
+                        Some(Reaped::Resubmit(req)) => {
+                            s.in_kernel -= 1;
+                            s.enqueue(*req);
+                        }
+                        _ => s.in_kernel -= 1,
+                    }
+                }
+                s.stats.reaped += n as u64;
+                n
+            });
+            for slot in &mut batch[..n] {
+                if let Some(Reaped::Complete(req, res)) = slot.take() {
+                    // SAFETY:
+                    // * the CQE carried this request's address, each request gets one final CQE,
+                    //   so it is in flight and ours to complete;
+                    // * no borrow of `state` is held.
+                    unsafe { request::complete(req, res) };
+                }
+            }
+            if n < batch.len() {
+                break;
+            }
+        }
+        self.state.with(|s| s.plugged -= 1);
+    }
+
+    /// Moves queued requests into the ring and calls `io_uring_enter` once for all of them.
+    fn flush(&self) -> usize {
+        let retry = self.state.with(|s| {
+            if s.plugged > 0 {
+                return None;
+            }
+            while s.in_kernel < CQ_ENTRIES && !s.ring.submission().is_full() {
+                let Some(req) = s.pending.pop_front() else {
+                    break;
+                };
+                s.enqueue(req);
+            }
+            if s.unsubmitted == 0 {
+                return Some(0);
+            }
+            loop {
+                s.stats.submit_calls += 1;
+                match s.ring.submit() {
+                    Ok(n) => {
+                        s.unsubmitted = s.unsubmitted.saturating_sub(n);
+                        s.stats.submitted += n as u64;
+                        return Some(n);
+                    }
+                    Err(err) if err.raw_os_error() == Some(libc::EINTR) => continue,
+                    // EAGAIN/EBUSY: the kernel is short of resources or completions must be
+                    // reaped first; the SQEs stay in the ring and go with the next flush.
+                    Err(_) => return None,
+                }
+            }
+        });
+        match retry {
+            Some(n) => n,
+            None => {
+                self.schedule_flush();
+                0
+            }
+        }
+    }
+
+    fn schedule_flush(&self) {
+        let schedule = self.state.with(|s| {
+            let schedule = s.plugged == 0 && !s.bh_scheduled;
+            s.bh_scheduled |= schedule;
+            schedule
+        });
+        if schedule {
+            if let Some(bh) = self.submit_bh.get() {
+                bh.schedule();
+            }
+        }
+    }
+}
+
+/// Decides what a CQE result means for `req`.
+fn classify(req: NonNull<Request>, res: i32) -> Reaped {
+    // SAFETY: the request is in flight (see `reap`); only plain fields are read/updated.
+    let r = unsafe { &mut *req.as_ptr() };
+    match res {
+        e if e == -libc::EAGAIN || e == -libc::EINTR => Reaped::Resubmit(req),
+        n if n > 0 && r.op != Op::Flush && r.done_bytes + (n as usize) < r.len => {
+            r.done_bytes += n as usize;
+            Reaped::Resubmit(req)
+        }
+        n => Reaped::Complete(req, n as isize),
+    }
+}
+
+impl Backend for IoUringBackend {
+    fn name(&self) -> &'static str {
+        "io-uring"
+    }
+
+    unsafe fn submit(&self, req: NonNull<Request>) {
+        let schedule = self.shared.state.with(|s| {
+            s.enqueue(req);
+            let schedule = s.plugged == 0 && !s.bh_scheduled;
+            s.bh_scheduled |= schedule;
+            schedule
+        });
+        if schedule {
+            if let Some(bh) = self.shared.submit_bh.get() {
+                bh.schedule();
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.shared.state.with(|s| s.in_kernel + s.pending.len())
+    }
+
+    fn plug(&self) {
+        self.shared.state.with(|s| s.plugged += 1);
+    }
+
+    fn unplug(&self) {
+        let now = self.shared.state.with(|s| {
+            s.plugged -= 1;
+            s.plugged == 0
+        });
+        if now {
+            self.shared.process();
+        }
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.shared.state.with(|s| s.stats)
+    }
+}

@@ -1,0 +1,374 @@
+//! The linux-aio backend: `io_submit` in batches, completions from the userspace ring.
+//!
+//! * Submissions are queued and sent by one `io_submit` per batch: from a bottom half
+//!   scheduled by the first request of an iteration, or at the end of completion
+//!   processing (which runs plugged, so the coroutines it wakes queue their next request).
+//!   A partial submit leaves the rest queued; `EAGAIN` waits for completions to free slots;
+//!   an iocb the kernel refuses completes with its errno.
+//! * Completions are read from the ring the kernel maps for us ([`ring`]); where it does
+//!   not (unknown layout), `io_getevents` with a zero timeout. They are checked once right
+//!   after each submit, so fast devices and cached files complete without a wake-up.
+//! * The eventfd the kernel signals (`IOCB_FLAG_RESFD`) is an fd handler of the context
+//!   with a poll handler, so a busy context polls the ring and never reads the eventfd.
+
+mod ring;
+pub(crate) mod sys;
+
+use super::bound::ThreadBound;
+use super::error::syscall;
+use super::glue;
+use super::request::{self, Op, Request, RequestQueue};
+use super::Backend;
+use crate::{AioContext, Bh};
+use ring::CompletionRing;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
+use sys::{AioContextId, IoEvent, Iocb};
+
+/// Requests the kernel holds at most at once (`io_setup`'s `nr_events`).
+const MAX_EVENTS: usize = 1024;
+/// iocbs per `io_submit`.
+const SUBMIT_BATCH: usize = 256;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct LinuxAioBackend {
+    shared: Arc<Shared>,
+    ctx: Arc<AioContext>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: ThreadBound<State>,
+    id: AioContextId,
+    eventfd: OwnedFd,
+    submit_bh: OnceLock<Bh>,
+}
+
+#[derive(Debug)]
+struct State {
+    ring: Option<CompletionRing>,
+    /// Prepared, not yet given to the kernel.
+    pending: RequestQueue,
+    /// Given to the kernel, not completed.
+    in_kernel: usize,
+    plugged: usize,
+    bh_scheduled: bool,
+}
+
+impl LinuxAioBackend {
+    /// Sets up an AIO context and registers its eventfd with `ctx`.
+    pub fn new(ctx: &Arc<AioContext>) -> io::Result<Self> {
+        let efd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+        // SAFETY: `eventfd` just returned this fd, owned by nobody else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let id = sys::io_setup(MAX_EVENTS as u32)?;
+        // SAFETY: `id` is live until `Shared::drop` destroys it, after the ring view is gone.
+        let ring = unsafe { CompletionRing::new(id) };
+        let state = State {
+            ring,
+            pending: RequestQueue::default(),
+            in_kernel: 0,
+            plugged: 0,
+            bh_scheduled: false,
+        };
+        let shared = Arc::new(Shared {
+            state: ThreadBound::new(state),
+            id,
+            eventfd,
+            submit_bh: OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&shared);
+        let bh = ctx.bh_new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.state.with(|s| s.bh_scheduled = false);
+                shared.process();
+            }
+        });
+        let _ = shared.submit_bh.set(bh);
+        let (on_read, on_poll, on_poll_ready) = (
+            Arc::downgrade(&shared),
+            Arc::downgrade(&shared),
+            Arc::downgrade(&shared),
+        );
+        glue::watch_fd(
+            ctx,
+            shared.eventfd.as_raw_fd(),
+            move || {
+                if let Some(shared) = on_read.upgrade() {
+                    shared.clear_eventfd();
+                    shared.process();
+                }
+            },
+            move || {
+                on_poll
+                    .upgrade()
+                    .is_some_and(|shared| shared.has_completions())
+            },
+            move || {
+                if let Some(shared) = on_poll_ready.upgrade() {
+                    shared.process();
+                }
+            },
+        )?;
+        Ok(LinuxAioBackend {
+            shared,
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// Whether completions are read from the userspace ring (else `io_getevents`).
+    pub fn uses_userspace_ring(&self) -> bool {
+        self.shared.state.with(|s| s.ring.is_some())
+    }
+}
+
+impl Drop for LinuxAioBackend {
+    fn drop(&mut self) {
+        glue::unwatch_fd(&self.ctx, self.shared.eventfd.as_raw_fd());
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Drop the ring view first: `io_destroy` unmaps it.
+        self.state.with(|s| s.ring = None);
+        let _ = sys::io_destroy(self.id);
+    }
+}
+
+/// Fills the request's iocb for `op`.
+fn prepare(req: NonNull<Request>, eventfd: i32) {
+    let r = req.as_ptr();
+    // SAFETY:
+    // * `req` is in flight and owned by the backend; its coroutine does not touch it.
+    unsafe {
+        let (iov, iovcnt, single) = ((*r).iov, (*r).iovcnt, (*r).iovcnt == 1);
+        let (opcode, buf, nbytes) = match (*r).op {
+            Op::Read if single => (
+                sys::IOCB_CMD_PREAD,
+                (*iov).iov_base as u64,
+                (*iov).iov_len as u64,
+            ),
+            Op::Write if single => (
+                sys::IOCB_CMD_PWRITE,
+                (*iov).iov_base as u64,
+                (*iov).iov_len as u64,
+            ),
+            Op::Read => (sys::IOCB_CMD_PREADV, iov as u64, iovcnt as u64),
+            Op::Write => (sys::IOCB_CMD_PWRITEV, iov as u64, iovcnt as u64),
+            Op::Flush => (sys::IOCB_CMD_FDSYNC, 0, 0),
+        };
+        (*r).iocb = Iocb {
+            aio_data: r as u64,
+            aio_lio_opcode: opcode,
+            aio_fildes: (*r).fd as u32,
+            aio_buf: buf,
+            aio_nbytes: nbytes,
+            aio_offset: (*r).offset as i64,
+            aio_flags: sys::IOCB_FLAG_RESFD,
+            aio_resfd: eventfd as u32,
+            ..Iocb::default()
+        };
+    }
+}
+
+impl Shared {
+    fn clear_eventfd(&self) {
+        let mut count = 0u64;
+        // A failed read only means another pass already cleared it (EAGAIN).
+        let _ = syscall!(read(
+            self.eventfd.as_raw_fd(),
+            (&mut count as *mut u64).cast(),
+            8
+        ));
+    }
+
+    fn has_completions(&self) -> bool {
+        self.state
+            .with(|s| s.ring.as_ref().is_some_and(|ring| ring.has_events()))
+    }
+
+    /// Delivers completions, then submits what they (and earlier requests) queued, and
+    /// checks once more for completions that the submission found ready.
+    fn process(&self) {
+        self.reap();
+        if self.submit_pending() > 0 {
+            self.reap();
+            self.submit_pending();
+        }
+    }
+
+    /// Completes every event available now, plugged so that woken coroutines queue.
+    fn reap(&self) -> usize {
+        self.state.with(|s| s.plugged += 1);
+        let mut reaped = 0;
+        let mut batch = [IoEvent::default(); 32];
+        loop {
+            // Take a batch under the borrow, complete outside it.
+            let n = self.state.with(|s| {
+                let n = match s.ring.as_mut() {
+                    Some(ring) => {
+                        let mut n = 0;
+                        while n < batch.len() {
+                            match ring.pop() {
+                                Some(event) => batch[n] = event,
+                                None => break,
+                            }
+                            n += 1;
+                        }
+                        n
+                    }
+                    None if s.in_kernel > 0 => {
+                        sys::io_getevents_nowait(self.id, &mut batch).unwrap_or(0)
+                    }
+                    None => 0,
+                };
+                s.in_kernel -= n;
+                n
+            });
+            for event in &batch[..n] {
+                // SAFETY:
+                // * `data` is the address of a request we submitted (set in `prepare`) and the
+                //   kernel reports each iocb once, so it is in flight and ours to complete;
+                // * no borrow of `state` is held.
+                unsafe {
+                    request::complete(
+                        NonNull::new_unchecked(event.data as *mut Request),
+                        event.res as isize,
+                    )
+                };
+            }
+            reaped += n;
+            if n < batch.len() {
+                break;
+            }
+        }
+        self.state.with(|s| s.plugged -= 1);
+        reaped
+    }
+
+    /// Sends queued requests with as few `io_submit` calls as the kernel allows; returns
+    /// how many it took.
+    fn submit_pending(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let mut iocbs = [std::ptr::null_mut::<Iocb>(); SUBMIT_BATCH];
+            let step = self.state.with(|s| {
+                if s.plugged > 0 {
+                    return Step::Done;
+                }
+                let room = MAX_EVENTS.saturating_sub(s.in_kernel).min(SUBMIT_BATCH);
+                let mut n = 0;
+                while n < room {
+                    let Some(req) = s.pending.pop_front() else {
+                        break;
+                    };
+                    // SAFETY: a queued request is valid; its iocb stays put until completion.
+                    iocbs[n] = unsafe { std::ptr::addr_of_mut!((*req.as_ptr()).iocb) };
+                    n += 1;
+                }
+                if n == 0 {
+                    return Step::Done;
+                }
+                // SAFETY: each iocb belongs to an in-flight request whose buffers live until it completes.
+                let res = unsafe { sys::io_submit(self.id, &iocbs[..n]) };
+                let (taken, failed) = match res {
+                    Ok(taken) => (taken, None),
+                    Err(err) => match err.raw_os_error() {
+                        Some(libc::EINTR) => (0, None),
+                        // Out of slots while nothing is in flight would never recover: fail it.
+                        Some(libc::EAGAIN) if s.in_kernel > 0 => (0, None),
+                        errno => (0, Some(-(errno.unwrap_or(libc::EIO)) as isize)),
+                    },
+                };
+                s.in_kernel += taken;
+                let refused = if failed.is_some() { 1 } else { 0 };
+                for &iocb in iocbs[taken + refused..n].iter().rev() {
+                    // SAFETY: the request owning this iocb was popped above and is still in flight.
+                    unsafe {
+                        s.pending.push_front(NonNull::new_unchecked(
+                            iocb.cast::<u8>().sub(iocb_offset()).cast(),
+                        ))
+                    };
+                }
+                match failed {
+                    Some(res) => Step::Failed(iocbs[taken], res, taken),
+                    None if taken == n => Step::More(taken),
+                    None => Step::Stop(taken),
+                }
+            });
+            match step {
+                Step::Done => return total,
+                Step::More(taken) => total += taken,
+                Step::Stop(taken) => return total + taken,
+                Step::Failed(iocb, res, taken) => {
+                    total += taken;
+                    // SAFETY:
+                    // * the kernel refused this iocb, so its request is still ours and in flight;
+                    // * no borrow is held; the waiting coroutine is suspended or is this one.
+                    unsafe {
+                        request::complete(
+                            NonNull::new_unchecked(iocb.cast::<u8>().sub(iocb_offset()).cast()),
+                            res,
+                        )
+                    };
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Done,
+    More(usize),
+    Stop(usize),
+    Failed(*mut Iocb, isize, usize),
+}
+
+/// Offset of `iocb` inside `Request` (to go back from an iocb to its request).
+fn iocb_offset() -> usize {
+    std::mem::offset_of!(Request, iocb)
+}
+
+impl Backend for LinuxAioBackend {
+    fn name(&self) -> &'static str {
+        "linux-aio"
+    }
+
+    unsafe fn submit(&self, req: NonNull<Request>) {
+        prepare(req, self.shared.eventfd.as_raw_fd());
+        let schedule = self.shared.state.with(|s| {
+            // SAFETY: `req` is in flight and stays valid until completed (caller's contract).
+            unsafe { s.pending.push_back(req) };
+            let schedule = s.plugged == 0 && !s.bh_scheduled;
+            s.bh_scheduled |= schedule;
+            schedule
+        });
+        if schedule {
+            if let Some(bh) = self.shared.submit_bh.get() {
+                bh.schedule();
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.shared.state.with(|s| s.in_kernel + s.pending.len())
+    }
+
+    fn plug(&self) {
+        self.shared.state.with(|s| s.plugged += 1);
+    }
+
+    fn unplug(&self) {
+        let now = self.shared.state.with(|s| {
+            s.plugged -= 1;
+            s.plugged == 0
+        });
+        if now {
+            self.shared.process();
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The threads backend: blocking `preadv`/`pwritev`/`fdatasync` on the context's thread
+//! pool; the completion comes back to the context through the pool's bottom half.
+//!
+//! The portable fallback (QEMU's `aio=threads`): it works on any file, at the cost of a
+//! thread hand-off and a wake-up per request.
+
+use super::request::{self, Op, Request};
+use super::Backend;
+use crate::AioContext;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct ThreadsBackend {
+    ctx: Arc<AioContext>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl ThreadsBackend {
+    /// Uses `ctx`'s thread pool.
+    pub fn new(ctx: &Arc<AioContext>) -> Self {
+        ThreadsBackend {
+            ctx: ctx.clone(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// A request pointer crossing to a worker thread and back.
+struct SendRequest(NonNull<Request>);
+
+// SAFETY:
+// * the worker only reads the request's plain fields and does the I/O into its buffers,
+//   while the waiting coroutine is suspended and touches nothing; the completion, which
+//   may free the request, runs back on the context thread after the worker finished.
+unsafe impl Send for SendRequest {}
+
+/// Does the request's system call on the calling (worker) thread; bytes or `-errno`.
+fn perform(req: &SendRequest) -> isize {
+    // SAFETY: the request is in flight and its buffers stay valid until completion.
+    let r = unsafe { req.0.as_ref() };
+    let offset = r.offset as libc::off_t;
+    let res = match r.op {
+        // SAFETY: `iov`/`iovcnt` describe live buffers (device contract).
+        Op::Read => unsafe { libc::preadv(r.fd, r.iov, r.iovcnt as i32, offset) },
+        // SAFETY: as above.
+        Op::Write => unsafe { libc::pwritev(r.fd, r.iov, r.iovcnt as i32, offset) },
+        // SAFETY: plain call on an fd.
+        Op::Flush => (unsafe { libc::fdatasync(r.fd) }) as isize,
+    };
+    if res < 0 {
+        -(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO) as isize)
+    } else {
+        res
+    }
+}
+
+impl Backend for ThreadsBackend {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+
+    unsafe fn submit(&self, req: NonNull<Request>) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let req = SendRequest(req);
+        let in_flight = self.in_flight.clone();
+        self.ctx.thread_pool_submit(
+            move || {
+                let res = perform(&req);
+                (req, res)
+            },
+            move |(req, res): (SendRequest, isize)| {
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY:
+                // * the worker finished with the request and this completion runs once, on the
+                //   context thread, with no backend state borrowed.
+                unsafe { request::complete(req.0, res) };
+            },
+        );
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
