@@ -4,7 +4,7 @@ use std::io;
 
 use crate::body::Parked;
 use crate::coroutine::Coroutine;
-use crate::pool::{pool_for, Home};
+use crate::pool::{mutex_pool_get, pool_for, Home};
 use crate::stack::{usable_size, GuardKind, DEFAULT_STACK_SIZE};
 
 /// Options for a new coroutine. Defaults: [`DEFAULT_STACK_SIZE`], the probed
@@ -18,6 +18,7 @@ pub struct Builder {
     stack_size: usize,
     guard: GuardKind,
     pooled: bool,
+    mutex_pool: bool,
 }
 
 impl Default for Builder {
@@ -33,6 +34,7 @@ impl Builder {
             stack_size: DEFAULT_STACK_SIZE,
             guard: GuardKind::probed(),
             pooled: true,
+            mutex_pool: false,
         }
     }
 
@@ -56,6 +58,14 @@ impl Builder {
         self
     }
 
+    /// Takes bodies from (and returns them to) one process-wide
+    /// `Mutex<Vec>` instead of corral-pool: QEMU's pool before 2014, kept as
+    /// the baseline that `corral lifecycle --cross-thread` compares against.
+    pub fn mutex_pool(mut self) -> Builder {
+        self.mutex_pool = true;
+        self
+    }
+
     /// Creates the coroutine (not started: [`Coroutine::enter`] runs it).
     ///
     /// # Panics
@@ -71,7 +81,9 @@ impl Builder {
     /// Creates the coroutine, or says why the kernel refused its stack.
     #[inline]
     pub fn try_spawn(self, entry: impl FnOnce() + Send + 'static) -> io::Result<Coroutine> {
-        let body = if self.pooled {
+        let body = if self.mutex_pool {
+            mutex_pool_get(self.stack_size, self.guard)?
+        } else if self.pooled {
             let pool = pool_for(self.guard);
             let want = (usable_size(self.stack_size), self.guard);
             loop {

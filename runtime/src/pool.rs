@@ -11,12 +11,13 @@
 //! (see `Parked::trim`). The hook runs once per object moved in a batch or at
 //! thread exit: off the create/enter/terminate fast path.
 
-use std::sync::Once;
+use std::io;
+use std::sync::{Mutex, Once};
 
 use corral_pool::{Pool, PoolConfig, PoolStats};
 
 use crate::body::Parked;
-use crate::stack::GuardKind;
+use crate::stack::{usable_size, GuardKind};
 use crate::sys::max_map_count;
 
 /// Bytes of stack (address space reserved, mostly not resident) the
@@ -39,7 +40,26 @@ fn release_hook(body: &mut Parked) {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Home {
     Pooled(&'static Pool<Parked>),
+    /// The `Mutex<Vec>` baseline pool (see [`Builder::mutex_pool`](crate::Builder::mutex_pool)).
+    Mutex,
     Unpooled,
+}
+
+/// QEMU's pool before 2014: one process-wide `Mutex<Vec>`, kept as the
+/// baseline `corral lifecycle --cross-thread` measures against.
+static MUTEX_POOL: Mutex<Vec<Parked>> = Mutex::new(Vec::new());
+
+/// Takes a body of the given shape from the mutex baseline pool, or makes one.
+pub(crate) fn mutex_pool_get(size: usize, kind: GuardKind) -> io::Result<Parked> {
+    let want = (usable_size(size), kind);
+    loop {
+        let body = MUTEX_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match body {
+            Some(body) if body.shape() == want => return Ok(body),
+            Some(other) => drop(other),
+            None => return Parked::new(size, kind, Home::Mutex),
+        }
+    }
 }
 
 impl Home {
@@ -52,6 +72,15 @@ impl Home {
     pub(crate) fn give_back(self, body: Parked) {
         match self {
             Home::Pooled(pool) => pool.put(body),
+            Home::Mutex => {
+                let mut pool = MUTEX_POOL.lock().unwrap_or_else(|e| e.into_inner());
+                if pool.len() < PoolConfig::DEFAULT.global_cap {
+                    pool.push(body);
+                    return;
+                }
+                drop(pool);
+                drop(body);
+            }
             Home::Unpooled => drop(body),
         }
     }

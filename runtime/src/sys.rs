@@ -47,9 +47,22 @@ pub(crate) fn max_map_count() -> usize {
 }
 
 /// Number of memory mappings of this process (lines of /proc/self/maps).
+///
+/// Reads through a small stack buffer: it must work when the process is out
+/// of mappings (a large heap buffer would itself need a new mapping).
 pub fn map_count() -> io::Result<usize> {
-    let maps = std::fs::read("/proc/self/maps")?;
-    Ok(maps.iter().filter(|&&b| b == b'\n').count())
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/self/maps")?;
+    let mut buf = [0u8; 8192];
+    let mut lines = 0;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(lines),
+            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The soft `RLIMIT_AS` in bytes, `None` when unlimited or unreadable.

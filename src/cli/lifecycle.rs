@@ -1,12 +1,309 @@
-//! `corral lifecycle` (being written).
+//! `corral lifecycle`: what a coroutine costs, from creation to termination.
+//!
+//! * default: ns per create+enter+terminate of a pooled coroutine, of an
+//!   unpooled one (fresh stack each time), and of libc malloc+memset+free of
+//!   128 bytes (the 2014 QEMU thread's baseline), all in one run;
+//! * `--cross-thread`: coroutines created on one thread and entered (to
+//!   termination) on another, through our pool and through a `Mutex<Vec>`
+//!   pool; the figure is wall time per coroutine with both threads busy;
+//! * `--live N`: N coroutines suspended at the same time: mappings added,
+//!   resident memory per coroutine, ns per create+first enter.
+//!
+//! With `--json` the last line of standard output is one JSON object.
 
+use std::hint::black_box;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral_runtime::{yield_now, Builder, Coroutine, GuardKind, DEFAULT_STACK_SIZE};
 
 /// Options of `corral lifecycle`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Also measure coroutines created on one thread and terminated on another.
+    #[arg(long)]
+    cross_thread: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Keep N coroutines suspended at once and report mappings and memory.
+    #[arg(long, value_name = "N")]
+    live: Option<usize>,
+    /// Usable stack bytes per coroutine.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_SIZE)]
+    stack_size: usize,
+    /// Guard page kind (default: install where the kernel supports it).
+    #[arg(long, value_name = "install|mprotect")]
+    guard: Option<GuardKind>,
+    /// Pooled create+enter+terminate iterations per round (5 rounds, median kept).
+    #[arg(long, default_value_t = 2_000_000)]
+    iterations: usize,
+}
 
 /// Runs `corral lifecycle`.
-pub(crate) fn run(_args: Args) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "corral lifecycle is not implemented yet"))
+pub(crate) fn run(args: Args) -> io::Result<()> {
+    let guard = args.guard.unwrap_or_else(GuardKind::probed);
+    let builder = Builder::new().stack_size(args.stack_size).guard(guard);
+    // Fail early, with the stack error, if this guard kind cannot be used.
+    builder.try_spawn(|| {})?.enter();
+    match args.live {
+        Some(n) => live(&args, builder, guard, n),
+        None => lifecycle(&args, builder, guard),
+    }
+}
+
+fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> {
+    let iters = args.iterations.max(1);
+    let unpooled_iters = (iters / 100).clamp(1_000, 20_000);
+    let mut pooled = Vec::new();
+    let mut malloc = Vec::new();
+    for _ in 0..5 {
+        pooled.push(per_op(iters, || pooled_once(builder))?);
+        malloc.push(per_op(iters, || {
+            malloc128_once();
+            Ok(())
+        })?);
+    }
+    let unpooled_builder = builder.pooled(false);
+    let unpooled = per_op(unpooled_iters, || {
+        unpooled_builder
+            .try_spawn(|| black_box(()))
+            .map(|co| co.enter())
+    })?;
+    let (pooled, malloc) = (median(pooled), median(malloc));
+    println!("guard {guard}, stack {} KiB", args.stack_size / 1024);
+    println!("pooled   create+enter+terminate  {pooled:9.1} ns  ({iters} x 5 rounds, median)");
+    println!(
+        "unpooled create+enter+terminate  {unpooled:9.1} ns  ({unpooled_iters} iterations, {:.0}x pooled)",
+        unpooled / pooled
+    );
+    println!(
+        "malloc+memset+free 128 B         {malloc:9.1} ns  (pooled/malloc = {:.2})",
+        pooled / malloc
+    );
+    let mut json = format!(
+        "{{\"guard\":\"{guard}\",\"stack_size\":{},\"pooled_ns\":{pooled:.2},\"unpooled_ns\":{unpooled:.2},\"malloc128_ns\":{malloc:.2}",
+        args.stack_size
+    );
+    if args.cross_thread {
+        let n = iters;
+        let ours = cross_thread(n, builder)?;
+        let mutex = cross_thread(n, builder.mutex_pool())?;
+        println!(
+            "cross-thread (corral-pool)       {ours:9.1} ns  ({:.2}x pooled)",
+            ours / pooled
+        );
+        println!(
+            "cross-thread (Mutex<Vec> pool)   {mutex:9.1} ns  ({:.1}x corral-pool)",
+            mutex / ours
+        );
+        json +=
+            &format!(",\"cross_thread_ns\":{ours:.2},\"mutex_pool_cross_thread_ns\":{mutex:.2}");
+    }
+    if args.json {
+        println!("{json}}}");
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn pooled_once(builder: Builder) -> io::Result<()> {
+    builder.try_spawn(|| black_box(())).map(|co| co.enter())
+}
+
+#[inline(never)]
+fn malloc128_once() {
+    // SAFETY:
+    // * malloc's result is checked for null before use;
+    // * 128 bytes are written, inside the allocation, then it is freed once.
+    unsafe {
+        let p = libc::malloc(128).cast::<u8>();
+        if !p.is_null() {
+            std::ptr::write_bytes(p, 0, 128);
+            black_box(p);
+            libc::free(p.cast());
+        }
+    }
+}
+
+/// Runs `op` `n` times (after a short warm-up) and returns ns per call.
+fn per_op(n: usize, mut op: impl FnMut() -> io::Result<()>) -> io::Result<f64> {
+    for _ in 0..(n / 10).min(10_000) {
+        op()?;
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        op()?;
+    }
+    Ok(start.elapsed().as_nanos() as f64 / n as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One cache line per index, so producer and consumer do not share lines.
+#[repr(align(128))]
+struct Padded(AtomicUsize);
+
+/// A single-producer single-consumer ring of coroutine handles.
+struct Ring {
+    slots: Box<[AtomicUsize]>,
+    head: Padded,
+    tail: Padded,
+}
+
+const RING: usize = 4096;
+
+/// ns per coroutine (wall time) when the main thread creates `n` coroutines
+/// and another thread enters each to termination (so bodies are taken on one
+/// thread and released on the other, and come back through the pool).
+fn cross_thread(n: usize, builder: Builder) -> io::Result<f64> {
+    let ring = Arc::new(Ring {
+        slots: (0..RING).map(|_| AtomicUsize::new(0)).collect(),
+        head: Padded(AtomicUsize::new(0)),
+        tail: Padded(AtomicUsize::new(0)),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (ring, stop) = (ring.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut head = 0;
+            let mut tail = 0;
+            let mut spins = 0;
+            loop {
+                if head == tail {
+                    tail = ring.tail.0.load(Ordering::Acquire);
+                    if head == tail {
+                        if stop.load(Ordering::Acquire)
+                            && ring.tail.0.load(Ordering::Acquire) == head
+                        {
+                            return;
+                        }
+                        backoff(&mut spins);
+                        continue;
+                    }
+                }
+                let word = ring.slots[head % RING].load(Ordering::Relaxed);
+                // SAFETY:
+                // * the word was made by `into_raw` on the producer side.
+                let co = unsafe {
+                    Coroutine::from_raw(std::ptr::NonNull::new_unchecked(word as *mut _))
+                };
+                co.enter();
+                spins = 0;
+                head += 1;
+                ring.head.0.store(head, Ordering::Release);
+            }
+        })
+    };
+    let produce = |count: usize, tail: &mut usize| -> io::Result<()> {
+        let mut head = ring.head.0.load(Ordering::Acquire);
+        for _ in 0..count {
+            let mut spins = 0;
+            while *tail - head >= RING {
+                backoff(&mut spins);
+                head = ring.head.0.load(Ordering::Acquire);
+            }
+            let co = builder.try_spawn(|| black_box(()))?;
+            ring.slots[*tail % RING].store(co.into_raw().as_ptr() as usize, Ordering::Relaxed);
+            *tail += 1;
+            ring.tail.0.store(*tail, Ordering::Release);
+        }
+        Ok(())
+    };
+    let mut tail = 0;
+    // Warm-up: fill both threads' pools and the global list.
+    let warm = (n / 10).min(100_000);
+    let wait_drained = |tail: usize| {
+        let mut spins = 0;
+        while ring.head.0.load(Ordering::Acquire) != tail {
+            backoff(&mut spins);
+        }
+    };
+    let result = produce(warm, &mut tail).and_then(|()| {
+        wait_drained(tail);
+        let start = Instant::now();
+        produce(n, &mut tail)?;
+        wait_drained(tail);
+        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+    });
+    stop.store(true, Ordering::Release);
+    consumer
+        .join()
+        .map_err(|_| io::Error::other("cross-thread consumer panicked"))?;
+    result
+}
+
+/// Spins a little, then gives the core away (the other side may share it).
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Keeps `n` coroutines suspended at once, reports, then finishes them all.
+fn live(args: &Args, builder: Builder, guard: GuardKind, n: usize) -> io::Result<()> {
+    let mut handles = Vec::with_capacity(n);
+    let maps_before = corral_runtime::map_count()?;
+    let rss_before = rss_kib()?;
+    let start = Instant::now();
+    for i in 0..n {
+        match builder.try_spawn(yield_now) {
+            Ok(co) => {
+                co.enter();
+                handles.push(co);
+            }
+            Err(err) => {
+                let maps = corral_runtime::map_count().unwrap_or(0);
+                println!("reached {i} of {n} live coroutines ({guard} guards, {maps} mappings in the process)");
+                if args.json {
+                    println!(
+                        "{{\"live\":{i},\"requested\":{n},\"guard\":\"{guard}\",\"error\":true}}"
+                    );
+                }
+                return Err(err);
+            }
+        }
+    }
+    let create_ns = start.elapsed().as_nanos() as f64 / n.max(1) as f64;
+    let vmas_added = corral_runtime::map_count()? as i64 - maps_before as i64;
+    let rss_per_live = (rss_kib()? as f64 - rss_before as f64) / n.max(1) as f64;
+    let live = handles.len();
+    let finish = Instant::now();
+    for co in &handles {
+        co.enter();
+    }
+    let finish_ns = finish.elapsed().as_nanos() as f64 / n.max(1) as f64;
+    assert!(handles.iter().all(Coroutine::is_terminated));
+    println!(
+        "live {live} coroutines at once ({guard} guards, stack {} KiB)",
+        args.stack_size / 1024
+    );
+    println!("mappings added   {vmas_added}");
+    println!("RSS per live     {rss_per_live:.2} KiB");
+    println!("create+enter     {create_ns:.1} ns per coroutine; finish {finish_ns:.1} ns");
+    if args.json {
+        println!(
+            "{{\"live\":{live},\"vmas_added\":{vmas_added},\"rss_kib_per_live\":{rss_per_live:.2},\"create_ns\":{create_ns:.1},\"finish_ns\":{finish_ns:.1},\"guard\":\"{guard}\",\"stack_size\":{}}}",
+            args.stack_size
+        );
+    }
+    Ok(())
+}
+
+/// Resident set size of this process in KiB (VmRSS).
+fn rss_kib() -> io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no VmRSS in /proc/self/status"))
 }
