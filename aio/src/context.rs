@@ -1,0 +1,730 @@
+//! `AioContext`: one event loop, polled by one thread at a time (QEMU's AioContext).
+
+use crate::bh::{self, Bh, BhList, BhNode};
+use crate::co_schedule::{self, CoList};
+use crate::epoll::{Epoll, MAX_EVENTS};
+use crate::fd_handlers::{FdHandlerList, FdHandlers, FdNode};
+use crate::notify::NotifyProtocol;
+use crate::poll_adaptive::{self, PollParams, SharedPollParams};
+use crate::sys::EventFd;
+use crate::thread_pool::{ThreadPool, Work};
+use crate::timer::TimerList;
+use crossbeam_utils::CachePadded;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+/// epoll token of the context's own eventfd (fd handlers use their fd as token).
+const NOTIFIER_TOKEN: u64 = u64::MAX;
+
+/// Counters of one context. Written by the polling thread (plain stores) or, for
+/// `eventfd_writes`, by notifiers; read from anywhere (a snapshot, exact when quiescent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AioStats {
+    /// `poll` calls (nested ones included).
+    pub iterations: u64,
+    /// Bottom-half callbacks run.
+    pub bhs_run: u64,
+    /// Notifications that reached the kernel (eventfd writes).
+    pub eventfd_writes: u64,
+    /// Busy-poll rounds that found work (poll-mode successes).
+    pub poll_successes: u64,
+    /// Iterations that entered `epoll_wait` with a non-zero timeout.
+    pub blocking_waits: u64,
+    /// Coroutines entered from the context's scheduled list.
+    pub coroutines_run: u64,
+}
+
+/// The parts other threads reach without holding the `AioContext`: scheduling lists,
+/// notifier, timers. Bottom halves and timers keep it alive.
+pub(crate) struct CtxShared {
+    pub(crate) bh_list: CachePadded<BhList>,
+    pub(crate) co_list: CachePadded<CoList>,
+    proto: CachePadded<NotifyProtocol>,
+    event: EventFd,
+    eventfd_writes: AtomicU64,
+    pub(crate) timers: TimerList,
+    /// Leaked, never freed: what a coroutine's `home` word points to (see `co_schedule`).
+    pub(crate) home: &'static Weak<CtxShared>,
+}
+
+impl fmt::Debug for CtxShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CtxShared")
+            .field("eventfd", &self.event.as_raw_fd())
+            .finish()
+    }
+}
+
+impl CtxShared {
+    /// Wakes the context if it may be sleeping. Skipped on the thread that is polling this
+    /// very context: that thread looks at the lists again before it next blocks.
+    #[inline]
+    pub(crate) fn notify_if_remote(&self) {
+        if current_shared() != self as *const CtxShared {
+            self.notify();
+        }
+    }
+
+    /// QEMU's `aio_notify` (see `notify.rs` for the protocol).
+    #[inline]
+    pub(crate) fn notify(&self) {
+        if self.proto.notify() {
+            self.event.set();
+            self.eventfd_writes.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[inline]
+    fn work_queued(&self) -> bool {
+        !self.bh_list.is_empty() || !self.co_list.is_empty()
+    }
+}
+
+impl Drop for CtxShared {
+    fn drop(&mut self) {
+        self.bh_list.drain_without_running();
+    }
+}
+
+/// State only the thread that holds the poll claim touches.
+struct OwnerState {
+    depth: Cell<u32>,
+    poll_started: Cell<bool>,
+    /// Heads of the taken bottom-half lists, oldest first (QEMU's bh slices).
+    slices: RefCell<Vec<*const BhNode>>,
+}
+
+struct OwnerCell(OwnerState);
+// SAFETY:
+// * the cell is only accessed through `AioContext::owner`, whose callers hold the `polling`
+//   claim (an Acquire CAS that makes this thread the only one inside poll/co_enter);
+//   the claim's Release store hands the state over to the next claimant.
+unsafe impl Sync for OwnerCell {}
+// SAFETY: as above; the raw pointers are bottom-half nodes that are `Send`.
+unsafe impl Send for OwnerCell {}
+
+#[derive(Default)]
+struct Counters {
+    iterations: AtomicU64,
+    bhs_run: AtomicU64,
+    poll_successes: AtomicU64,
+    blocking_waits: AtomicU64,
+    coroutines_run: AtomicU64,
+}
+
+/// Owner-only increment: a load and a store, no read-modify-write.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
+/// A ready fd handler found by epoll or by busy polling.
+struct Ready {
+    node: Arc<FdNode>,
+    revents: u32,
+    poll_ready: bool,
+}
+
+/// An event loop: bottom halves, fd handlers, timers, scheduled coroutines, a thread pool.
+///
+/// Shared as `Arc<AioContext>`; anything may be scheduled onto it from any thread, but
+/// [`poll`](AioContext::poll) runs on one thread at a time (concurrent polls panic). Several
+/// contexts can live in one process, each polled by its own thread.
+pub struct AioContext {
+    shared: Arc<CtxShared>,
+    epoll: Epoll,
+    handlers: FdHandlerList,
+    /// Token of the thread inside poll/co_enter, 0 when none.
+    polling: AtomicUsize,
+    /// Token of the context's home thread: its creator, then the last thread that polled it.
+    /// `co_enter` from any other thread schedules instead of entering (QEMU's aio_co_enter).
+    home_thread: AtomicUsize,
+    owner: OwnerCell,
+    params: SharedPollParams,
+    counters: Counters,
+    self_weak: Weak<AioContext>,
+    pool: OnceLock<ThreadPool>,
+}
+
+impl fmt::Debug for AioContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AioContext")
+            .field("stats", &self.stats())
+            .field("poll", &self.params.get())
+            .finish()
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<(*const AioContext, *const CtxShared)> =
+        const { Cell::new((ptr::null(), ptr::null())) };
+    static TOKEN: u8 = const { 0 };
+}
+
+// The accessors are never inlined: a coroutine may move between threads, and an inlined
+// thread-local address could be kept across the switch (QEMU's noinline TLS accessors).
+#[inline(never)]
+fn current_ptrs() -> (*const AioContext, *const CtxShared) {
+    CURRENT.with(|c| c.get())
+}
+
+#[inline(never)]
+fn replace_current(
+    v: (*const AioContext, *const CtxShared),
+) -> (*const AioContext, *const CtxShared) {
+    CURRENT.with(|c| c.replace(v))
+}
+
+#[inline(never)]
+fn thread_token() -> usize {
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
+#[inline]
+pub(crate) fn current_shared() -> *const CtxShared {
+    current_ptrs().1
+}
+
+/// The context the calling thread is polling (or entering coroutines of), if any.
+pub fn current_context() -> Option<Arc<AioContext>> {
+    let p = current_ptrs().0;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY:
+    // * CURRENT is set only by `Claim`, which holds `&AioContext` for as long as it is set.
+    unsafe { (*p).self_weak.upgrade() }
+}
+
+/// Holding this makes the thread the one polling `ctx`; dropped, it restores the previous
+/// current context and, for the outermost claim, releases the context.
+struct Claim<'a> {
+    ctx: &'a AioContext,
+    outermost: bool,
+    prev: (*const AioContext, *const CtxShared),
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        replace_current(self.prev);
+        if self.outermost {
+            self.ctx.polling.store(0, Release);
+        }
+    }
+}
+
+impl AioContext {
+    /// A new context with its eventfd registered in a new epoll instance.
+    pub fn new() -> io::Result<Arc<AioContext>> {
+        Self::with_poll_params(PollParams::default())
+    }
+
+    /// A new context with the given adaptive-polling parameters.
+    pub fn with_poll_params(params: PollParams) -> io::Result<Arc<AioContext>> {
+        let event = EventFd::new()?;
+        let epoll = Epoll::new()?;
+        epoll.add(event.as_raw_fd(), libc::EPOLLIN as u32, NOTIFIER_TOKEN)?;
+        let shared = Arc::new_cyclic(|weak: &Weak<CtxShared>| CtxShared {
+            bh_list: CachePadded::new(BhList::default()),
+            co_list: CachePadded::new(CoList::default()),
+            proto: CachePadded::new(NotifyProtocol::new()),
+            event,
+            eventfd_writes: AtomicU64::new(0),
+            timers: TimerList::new(),
+            home: Box::leak(Box::new(weak.clone())),
+        });
+        Ok(Arc::new_cyclic(|weak| AioContext {
+            shared,
+            epoll,
+            handlers: FdHandlerList::new(),
+            polling: AtomicUsize::new(0),
+            home_thread: AtomicUsize::new(thread_token()),
+            owner: OwnerCell(OwnerState {
+                depth: Cell::new(0),
+                poll_started: Cell::new(false),
+                slices: RefCell::new(Vec::new()),
+            }),
+            params: SharedPollParams::new(params),
+            counters: Counters::default(),
+            self_weak: weak.clone(),
+            pool: OnceLock::new(),
+        }))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<CtxShared> {
+        &self.shared
+    }
+
+    /// Claims the context for this thread, or returns None if another thread holds it.
+    fn try_claim(&self) -> Option<Claim<'_>> {
+        let me = thread_token();
+        let outermost = match self.polling.compare_exchange(0, me, Acquire, Relaxed) {
+            Ok(_) => true,
+            Err(t) if t == me => false,
+            Err(_) => return None,
+        };
+        if outermost && self.home_thread.load(Relaxed) != me {
+            self.home_thread.store(me, Relaxed);
+        }
+        let prev = replace_current((self as *const AioContext, &*self.shared as *const CtxShared));
+        Some(Claim {
+            ctx: self,
+            outermost,
+            prev,
+        })
+    }
+
+    /// The claimant's state. Callers hold a `Claim`.
+    fn owner(&self) -> &OwnerState {
+        debug_assert_eq!(self.polling.load(Relaxed), thread_token());
+        &self.owner.0
+    }
+
+    /// Runs `f` with this thread as the context's owner (as inside `poll`), if this is the
+    /// context's home thread and no other thread is polling it; returns None otherwise.
+    pub(crate) fn with_claim_at_home<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        if self.home_thread.load(Relaxed) != thread_token() {
+            return None;
+        }
+        let _claim = self.try_claim()?;
+        Some(f())
+    }
+
+    /// Wakes the context if it is blocked, or about to block, in `poll` (QEMU's `aio_notify`).
+    pub fn notify(&self) {
+        self.shared.notify();
+    }
+
+    /// A reusable bottom half on this context.
+    pub fn bh_new(&self, cb: impl FnMut() + Send + 'static) -> Bh {
+        Bh::new(self.shared.clone(), Box::new(cb))
+    }
+
+    /// Runs `cb` once in the context's next iteration (QEMU's `aio_bh_schedule_oneshot`).
+    /// Any thread; no lock; at most one eventfd write and only if the context sleeps.
+    #[inline]
+    pub fn bh_schedule_oneshot(&self, cb: impl FnOnce() + Send + 'static) {
+        bh::schedule_oneshot(&self.shared, cb);
+    }
+
+    /// Adds, replaces or (with `FdHandlers::new()`) removes the handlers of `fd`. May be
+    /// called from any thread, also from inside a handler. The caller keeps `fd` open while
+    /// it is registered.
+    pub fn set_fd_handler(&self, fd: RawFd, handlers: FdHandlers) -> io::Result<()> {
+        self.handlers.set(&self.epoll, fd, handlers)?;
+        self.shared.notify_if_remote();
+        Ok(())
+    }
+
+    /// Removes the handlers of `fd` (no callback runs for it afterwards).
+    pub fn remove_fd_handler(&self, fd: RawFd) -> io::Result<()> {
+        self.set_fd_handler(fd, FdHandlers::new())
+    }
+
+    /// Sets the adaptive-polling parameters (resets the current window to 0).
+    pub fn set_poll_params(&self, p: PollParams) {
+        self.params.set(p);
+        self.shared.notify_if_remote();
+    }
+
+    /// The adaptive-polling parameters.
+    pub fn poll_params(&self) -> PollParams {
+        self.params.get()
+    }
+
+    /// The current busy-poll window in nanoseconds.
+    pub fn poll_ns(&self) -> u64 {
+        self.params.poll_ns.load(Relaxed)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> AioStats {
+        let c = &self.counters;
+        AioStats {
+            iterations: c.iterations.load(Relaxed),
+            bhs_run: c.bhs_run.load(Relaxed),
+            eventfd_writes: self.shared.eventfd_writes.load(Relaxed),
+            poll_successes: c.poll_successes.load(Relaxed),
+            blocking_waits: c.blocking_waits.load(Relaxed),
+            coroutines_run: c.coroutines_run.load(Relaxed),
+        }
+    }
+
+    /// The context's thread pool (created on first use with default limits).
+    pub fn thread_pool(&self) -> &ThreadPool {
+        self.pool.get_or_init(|| ThreadPool::new(self))
+    }
+
+    /// Runs `work` on the context's thread pool and `done` with its result on the context's
+    /// thread (QEMU's `thread_pool_submit_aio`). `done` is dropped uncalled if the returned
+    /// `Work` is cancelled before the work started.
+    pub fn thread_pool_submit<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+        done: impl FnOnce(R) + Send + 'static,
+    ) -> Work {
+        self.thread_pool().submit_raw(work, move |r| {
+            if let Some(r) = r {
+                done(r)
+            }
+        })
+    }
+
+    pub(crate) fn count_coroutines(&self, n: u64) {
+        bump(&self.counters.coroutines_run, n);
+    }
+
+    /// One iteration of the event loop (QEMU's `aio_poll`): scheduled bottom halves and
+    /// coroutines, ready fd handlers, expired timers. With `blocking`, waits until there is
+    /// something to do. Returns true when progress was made (a callback ran; a mere
+    /// `notify` is not progress).
+    ///
+    /// May be nested (called from a callback). Only one thread polls a context at a time.
+    ///
+    /// # Panics
+    /// If another thread is polling this context; if a callback panics (the payload
+    /// resurfaces here and the context stays usable).
+    pub fn poll(&self, blocking: bool) -> bool {
+        let Some(_claim) = self.try_claim() else {
+            panic!("AioContext::poll: the context is being polled by another thread");
+        };
+        let st = self.owner();
+        st.depth.set(st.depth.get() + 1);
+        struct Depth<'a>(&'a OwnerState);
+        impl Drop for Depth<'_> {
+            fn drop(&mut self) {
+                self.0.depth.set(self.0.depth.get() - 1);
+            }
+        }
+        let _depth = Depth(st);
+        self.poll_iteration(st, blocking)
+    }
+
+    fn poll_iteration(&self, st: &OwnerState, blocking: bool) -> bool {
+        let shared = &*self.shared;
+        let nested = st.depth.get() > 1;
+        let with_poll = self.handlers.with_poll.load(Relaxed) > 0;
+        let need_wait = self.handlers.without_poll.load(Relaxed) > 0;
+        let params = self.params.get();
+        let adaptive = with_poll && params.max_ns > 0 && !nested;
+        let start = if adaptive { Some(Instant::now()) } else { None };
+        let mut ready: Vec<Ready> = Vec::new();
+        let mut progress = false;
+
+        let mut timeout = if blocking {
+            self.compute_timeout(st)
+        } else {
+            0
+        };
+        if adaptive && !need_wait {
+            progress = self.try_poll_mode(st, &mut ready, &mut timeout);
+        }
+
+        // Blocking (timeout != 0) is the only case that needs a notification; see notify.rs.
+        let use_notify_me = timeout != 0;
+        if use_notify_me && !shared.proto.prepare_wait() {
+            timeout = 0;
+        }
+        if timeout != 0 || need_wait {
+            // Poll mode ends only when the loop really is about to block (seed 1).
+            if timeout != 0 && st.poll_started.get() && self.poll_set_started(st, &mut ready, false)
+            {
+                timeout = 0;
+                progress = true;
+            }
+            // A poll_end callback may have scheduled work on this thread without a notify.
+            if timeout != 0 && (shared.work_queued() || self.slices_pending(st)) {
+                timeout = 0;
+            }
+            if timeout != 0 {
+                bump(&self.counters.blocking_waits, 1);
+            }
+            self.wait_and_collect(&mut ready, timeout);
+        }
+        if use_notify_me {
+            shared.proto.finish_wait();
+        }
+        shared.proto.accept();
+
+        if let Some(start) = start {
+            let block_ns = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+            let cur = self.params.poll_ns.load(Relaxed);
+            self.params
+                .poll_ns
+                .store(poll_adaptive::adjust(cur, block_ns, params), Relaxed);
+        }
+
+        progress |= self.bh_poll(st);
+        progress |= co_schedule::run_scheduled(self);
+        progress |= self.dispatch_ready(ready);
+        progress |= shared.timers.run_due();
+        bump(&self.counters.iterations, 1);
+        progress
+    }
+
+    fn compute_timeout(&self, st: &OwnerState) -> i64 {
+        if self.shared.work_queued() || self.slices_pending(st) {
+            return 0;
+        }
+        self.shared.timers.timeout_ns()
+    }
+
+    fn slices_pending(&self, st: &OwnerState) -> bool {
+        st.slices.borrow().iter().any(|h| !h.is_null())
+    }
+
+    /// epoll_wait, then: read our eventfd at once (before `accept` and before any event is
+    /// processed, see notify.rs), and look the other fds up in the handler table.
+    fn wait_and_collect(&self, ready: &mut Vec<Ready>, timeout: i64) {
+        let mut events = MaybeUninit::<[libc::epoll_event; MAX_EVENTS]>::uninit();
+        // SAFETY:
+        // * `epoll_event` is plain data; `wait` hands the buffer to the kernel, which writes
+        //   the first `n` entries, and only those are read below.
+        let buf = unsafe { &mut *events.as_mut_ptr() };
+        let n = match self.epoll.wait(buf, timeout) {
+            Ok(n) => n,
+            Err(e) => panic!("AioContext::poll: epoll_wait failed: {e}"),
+        };
+        let mut any_fd = false;
+        for ev in &buf[..n] {
+            if ev.u64 == NOTIFIER_TOKEN {
+                self.shared.event.test_and_clear();
+            } else {
+                any_fd = true;
+            }
+        }
+        if any_fd {
+            self.handlers.with(|t| {
+                for ev in &buf[..n] {
+                    let token = ev.u64;
+                    if token == NOTIFIER_TOKEN {
+                        continue;
+                    }
+                    if let Some(node) = t.find(token as RawFd) {
+                        ready.push(Ready {
+                            node: node.clone(),
+                            revents: ev.events,
+                            poll_ready: false,
+                        });
+                    }
+                }
+            });
+        }
+    }
+
+    fn try_poll_mode(&self, st: &OwnerState, ready: &mut Vec<Ready>, timeout: &mut i64) -> bool {
+        let poll_ns = self.params.poll_ns.load(Relaxed) as i64;
+        let max_ns = soonest(*timeout, poll_ns);
+        if max_ns == 0 {
+            return false;
+        }
+        self.poll_set_started(st, ready, true);
+        self.run_poll_handlers(ready, max_ns, timeout)
+    }
+
+    /// Busy-polls the poll handlers for up to `max_ns` (QEMU's run_poll_handlers).
+    fn run_poll_handlers(
+        &self,
+        ready: &mut Vec<Ready>,
+        mut max_ns: i64,
+        timeout: &mut i64,
+    ) -> bool {
+        let start = Instant::now();
+        let mut progress;
+        let mut elapsed;
+        loop {
+            progress = self.run_poll_handlers_once(ready);
+            if progress || self.shared.proto.pending() || self.shared.work_queued() {
+                *timeout = 0;
+            }
+            elapsed = start.elapsed().as_nanos().min(i64::MAX as u128) as i64;
+            max_ns = soonest(*timeout, max_ns);
+            if elapsed >= max_ns {
+                break;
+            }
+        }
+        if *timeout > 0 {
+            *timeout -= elapsed.min(*timeout);
+        }
+        if progress {
+            bump(&self.counters.poll_successes, 1);
+        }
+        progress
+    }
+
+    fn run_poll_handlers_once(&self, ready: &mut Vec<Ready>) -> bool {
+        self.handlers.with(|t| {
+            let mut progress = false;
+            for n in &t.nodes {
+                if !n.deleted.load(Relaxed) {
+                    progress |= poll_node(n, ready);
+                }
+            }
+            progress
+        })
+    }
+
+    /// Enters or leaves poll mode, calling poll_begin / poll_end; on leaving, polls once more
+    /// in case an event raced with poll_end. Returns whether that found work.
+    fn poll_set_started(&self, st: &OwnerState, ready: &mut Vec<Ready>, started: bool) -> bool {
+        if st.poll_started.get() == started {
+            return false;
+        }
+        st.poll_started.set(started);
+        self.handlers.with(|t| {
+            let mut progress = false;
+            for n in &t.nodes {
+                if n.h.poll.is_none() || n.deleted.load(Relaxed) {
+                    continue;
+                }
+                let f = if started {
+                    &n.h.poll_begin
+                } else {
+                    &n.h.poll_end
+                };
+                if let Some(f) = f {
+                    f();
+                }
+                if !started {
+                    progress |= poll_node(n, ready);
+                }
+            }
+            progress
+        })
+    }
+
+    /// Runs the scheduled bottom halves: the oldest slice first (a nested poll continues the
+    /// slices of the polls it is nested in).
+    fn bh_poll(&self, st: &OwnerState) -> bool {
+        let taken = self.shared.bh_list.take_fifo();
+        {
+            let mut s = st.slices.borrow_mut();
+            if taken.is_null() && s.iter().all(|h| h.is_null()) {
+                return false;
+            }
+            s.push(taken);
+        }
+        let mut ran = 0u64;
+        loop {
+            let node = {
+                let mut s = st.slices.borrow_mut();
+                let mut found = ptr::null();
+                for h in s.iter_mut() {
+                    if !h.is_null() {
+                        found = *h;
+                        // SAFETY: slices hold taken lists owned by the claimant.
+                        *h = unsafe { bh::next_of(found) };
+                        break;
+                    }
+                }
+                found
+            };
+            if node.is_null() {
+                break;
+            }
+            // SAFETY: popped from a taken list above, dispatched exactly once.
+            if unsafe { bh::dispatch_node(node, true) } {
+                ran += 1;
+            }
+        }
+        let mut s = st.slices.borrow_mut();
+        while s.last().is_some_and(|h| h.is_null()) {
+            s.pop();
+        }
+        bump(&self.counters.bhs_run, ran);
+        ran > 0
+    }
+
+    fn dispatch_ready(&self, ready: Vec<Ready>) -> bool {
+        let mut progress = false;
+        for r in ready {
+            let n = &*r.node;
+            if n.deleted.load(Relaxed) || n.in_dispatch.load(Relaxed) {
+                continue;
+            }
+            n.in_dispatch.store(true, Relaxed);
+            struct Leave<'a>(&'a FdNode);
+            impl Drop for Leave<'_> {
+                fn drop(&mut self) {
+                    self.0.in_dispatch.store(false, Relaxed);
+                }
+            }
+            let _leave = Leave(n);
+            const READ: u32 = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+            const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLERR) as u32;
+            if r.poll_ready && r.revents == 0 {
+                if let Some(f) = &n.h.poll_ready {
+                    f();
+                    progress = true;
+                }
+                continue;
+            }
+            if r.revents & READ != 0 && !n.deleted.load(Relaxed) {
+                if let Some(f) = &n.h.read {
+                    f();
+                    progress = true;
+                }
+            }
+            if r.revents & WRITE != 0 && !n.deleted.load(Relaxed) {
+                if let Some(f) = &n.h.write {
+                    f();
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+}
+
+/// Calls the node's poll function (unless one of its callbacks is running: a nested poll
+/// never re-enters a handler) and queues it as poll-ready if it found work.
+fn poll_node(n: &Arc<FdNode>, ready: &mut Vec<Ready>) -> bool {
+    let Some(p) = &n.h.poll else { return false };
+    if n.in_dispatch.load(Relaxed) || !p() {
+        return false;
+    }
+    ready.push(Ready {
+        node: n.clone(),
+        revents: 0,
+        poll_ready: true,
+    });
+    true
+}
+
+/// The sooner of two timeouts where negative means "forever".
+fn soonest(a: i64, b: i64) -> i64 {
+    match (a < 0, b < 0) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => a.min(b),
+    }
+}
+
+impl Drop for AioContext {
+    fn drop(&mut self) {
+        // Stop the workers before the lists they complete into go away.
+        drop(self.pool.take());
+        self.shared.bh_list.drain_without_running();
+        co_schedule::abandon_scheduled(&self.shared);
+        self.shared.timers.clear();
+        // Taken but unrun slices (a callback panicked): drop without running.
+        for head in self.owner.0.slices.get_mut().drain(..) {
+            let mut cur = head;
+            while !cur.is_null() {
+                // SAFETY: a taken list that nobody else references any more.
+                let next = unsafe { bh::next_of(cur) };
+                // SAFETY: as above; each node is dispatched once.
+                unsafe { bh::dispatch_node(cur, false) };
+                cur = next;
+            }
+        }
+    }
+}
