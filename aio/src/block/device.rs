@@ -330,9 +330,9 @@ impl BlockDevice {
                 "more than IOV_MAX (1024) buffers in one request",
             ));
         }
-        if offset
+        if !offset
             .checked_add(len as u64)
-            .is_none_or(|end| end > i64::MAX as u64)
+            .is_some_and(|end| end <= i64::MAX as u64)
         {
             return Err(invalid(
                 libc::EINVAL,

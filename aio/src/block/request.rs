@@ -119,7 +119,7 @@ pub(crate) unsafe fn complete(req: NonNull<Request>, res: isize) {
     } else {
         res
     };
-    let waiter = req.waiter.clone();
+    let waiter = req.waiter;
     req.result.set(Some(total));
     // From here on `req` may be freed by its coroutine: only `waiter` is used.
     if let Some(co) = waiter {

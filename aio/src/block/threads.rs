@@ -37,6 +37,13 @@ struct SendRequest(NonNull<Request>);
 //   may free the request, runs back on the context thread after the worker finished.
 unsafe impl Send for SendRequest {}
 
+impl SendRequest {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn into_inner(self) -> NonNull<Request> {
+        self.0
+    }
+}
+
 /// Does the request's system call on the calling (worker) thread; bytes or `-errno`.
 fn perform(req: &SendRequest) -> isize {
     // SAFETY: the request is in flight and its buffers stay valid until completion.
@@ -66,19 +73,22 @@ impl Backend for ThreadsBackend {
 
     unsafe fn submit(&self, req: NonNull<Request>) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let req = SendRequest(req);
+        let (work_req, done_req) = (SendRequest(req), SendRequest(req));
         let in_flight = self.in_flight.clone();
-        self.ctx.thread_pool_submit(
-            move || {
-                let res = perform(&req);
-                (req, res)
-            },
-            move |(req, res): (SendRequest, isize)| {
+        let _work = self.ctx.thread_pool().submit_raw(
+            move || perform(&work_req),
+            move |res: Option<isize>| {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 // SAFETY:
-                // * the worker finished with the request and this completion runs once, on the
-                //   context thread, with no backend state borrowed.
-                unsafe { request::complete(req.0, res) };
+                // * the worker finished with the request (or never started it: cancelled) and
+                //   this completion runs once, on the context thread, with no backend state
+                //   borrowed.
+                unsafe {
+                    request::complete(
+                        done_req.into_inner(),
+                        res.unwrap_or(-(libc::ECANCELED as isize)),
+                    )
+                };
             },
         );
     }

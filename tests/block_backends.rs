@@ -1,0 +1,350 @@
+//! The block backends through both faces: data round trips (buffered and O_DIRECT),
+//! short reads, bad input, EIO injection and drain, on every backend the kernel allows.
+
+use corral::aio::block::{errno_of, fault::FaultConfig, BackendKind, BlockDevice, OpenOptions};
+use corral::aio::AioContext;
+use corral::runtime::Coroutine;
+use std::io::{IoSlice, IoSliceMut};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Backends this kernel accepts; the others are skipped with a loud message.
+fn backends(ctx: &Arc<AioContext>) -> Vec<BackendKind> {
+    BackendKind::ALL
+        .into_iter()
+        .filter(|kind| match kind.create(ctx) {
+            Ok(_) => true,
+            Err(err) => {
+                eprintln!("!!! SKIPPED backend {kind}: the kernel refuses it ({err})");
+                false
+            }
+        })
+        .collect()
+}
+
+fn is_null(kind: BackendKind) -> bool {
+    matches!(kind, BackendKind::Null | BackendKind::NullBh)
+}
+
+/// Runs `f` in a coroutine and polls `ctx` until it returns.
+fn block_on<R: Send + 'static>(ctx: &Arc<AioContext>, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let out = Arc::new(Mutex::new(None));
+    let slot = out.clone();
+    ctx.co_enter(Coroutine::new(move || *slot.lock().unwrap() = Some(f())));
+    loop {
+        if let Some(value) = out.lock().unwrap().take() {
+            return value;
+        }
+        ctx.poll(true);
+    }
+}
+
+fn temp_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, vec![0u8; len]).unwrap();
+    path
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A 4096-aligned buffer for O_DIRECT.
+struct Aligned(Vec<u8>, usize, usize);
+impl Aligned {
+    fn new(data: &[u8]) -> Aligned {
+        let mut raw = vec![0u8; data.len() + 4096];
+        let skip = raw.as_ptr().align_offset(4096);
+        raw[skip..skip + data.len()].copy_from_slice(data);
+        Aligned(raw, skip, data.len())
+    }
+}
+impl AsRef<[u8]> for Aligned {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[self.1..self.1 + self.2]
+    }
+}
+impl AsMut<[u8]> for Aligned {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.0[self.1..self.1 + self.2]
+    }
+}
+
+fn open(
+    ctx: &Arc<AioContext>,
+    path: &Path,
+    backend: BackendKind,
+    direct: bool,
+) -> Option<BlockDevice> {
+    let opts = OpenOptions {
+        backend,
+        write: true,
+        direct,
+        ..OpenOptions::default()
+    };
+    match BlockDevice::open(ctx, path, &opts) {
+        Ok(dev) => Some(dev),
+        Err(err) if direct => {
+            eprintln!("!!! SKIPPED O_DIRECT on {}: {err}", path.display());
+            None
+        }
+        Err(err) => panic!("open {}: {err}", path.display()),
+    }
+}
+
+/// Writes through one face and reads back through the other, both ways.
+fn roundtrip(direct: bool) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ctx = AioContext::new().unwrap();
+    for kind in backends(&ctx) {
+        let path = temp_file(dir.path(), &format!("{kind}-{direct}"), 1 << 16);
+        let Some(dev) = open(&ctx, &path, kind, direct) else {
+            return;
+        };
+        let len = 8192;
+        // Coroutine face writes (vectored), AIO face reads.
+        let data = pattern(1, len);
+        let (a, b) = (Aligned::new(&data[..4096]), Aligned::new(&data[4096..]));
+        let d = dev.clone();
+        let written = block_on(&ctx, move || {
+            d.co_pwritev(4096, &[IoSlice::new(a.as_ref()), IoSlice::new(b.as_ref())])
+        });
+        assert_eq!(written.unwrap(), len, "{kind}");
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        dev.aio_pread(4096, Aligned::new(&vec![0; len]), move |buf, res| {
+            *g.lock().unwrap() = Some((buf, res))
+        });
+        dev.drain().unwrap();
+        let (buf, res) = got.lock().unwrap().take().expect("callback ran");
+        assert_eq!(res.unwrap(), len, "{kind}");
+        if !is_null(kind) {
+            assert_eq!(
+                buf.as_ref(),
+                &data[..],
+                "{kind}: AIO read of a coroutine write"
+            );
+        }
+        // AIO face writes, coroutine face reads (vectored).
+        let data = pattern(7, len);
+        let done = Arc::new(AtomicUsize::new(0));
+        let d2 = done.clone();
+        dev.aio_pwritev(
+            16384,
+            vec![Aligned::new(&data[..4096]), Aligned::new(&data[4096..])],
+            move |_, res| {
+                assert_eq!(res.unwrap(), 8192);
+                d2.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        dev.drain().unwrap();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        let d = dev.clone();
+        let back = block_on(&ctx, move || {
+            let (mut a, mut b) = (Aligned::new(&[0; 4096]), Aligned::new(&[0; 4096]));
+            let n = d
+                .co_preadv(
+                    16384,
+                    &mut [IoSliceMut::new(a.as_mut()), IoSliceMut::new(b.as_mut())],
+                )
+                .unwrap();
+            d.co_flush().unwrap();
+            (n, [a.as_ref(), b.as_ref()].concat())
+        });
+        assert_eq!(back.0, len, "{kind}");
+        if !is_null(kind) {
+            assert_eq!(back.1, data, "{kind}: coroutine read of an AIO write");
+        }
+    }
+}
+
+#[test]
+fn roundtrip_buffered() {
+    roundtrip(false);
+}
+
+#[test]
+fn roundtrip_direct() {
+    roundtrip(true);
+}
+
+#[test]
+fn short_read_at_eof() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ctx = AioContext::new().unwrap();
+    for kind in backends(&ctx).into_iter().filter(|k| !is_null(*k)) {
+        let path = dir.path().join(format!("eof-{kind}"));
+        std::fs::write(&path, pattern(3, 10_000)).unwrap();
+        let dev = open(&ctx, &path, kind, false).unwrap();
+        let d = dev.clone();
+        let (tail, past) = block_on(&ctx, move || {
+            let mut buf = vec![0u8; 4096];
+            let tail = d.co_pread(8192, &mut buf).unwrap();
+            assert_eq!(&buf[..tail], &pattern(3, 10_000)[8192..]);
+            (tail, d.co_pread(20_000, &mut buf).unwrap())
+        });
+        assert_eq!((tail, past), (10_000 - 8192, 0), "{kind}");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_its_errno() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ctx = AioContext::new().unwrap();
+    for kind in backends(&ctx) {
+        let opts = OpenOptions {
+            backend: kind,
+            ..OpenOptions::default()
+        };
+        // Bad fd: refused when the device is made.
+        let err = BlockDevice::from_raw_fd(&ctx, 12345, &opts).unwrap_err();
+        assert_eq!(errno_of(&err), Some(libc::EBADF), "{kind}: {err}");
+        let path = temp_file(dir.path(), &format!("bad-{kind}"), 1 << 16);
+        // Writes to a read-only file: coroutine face and AIO face.
+        let ro = BlockDevice::open(&ctx, &path, &opts).unwrap();
+        let d = ro.clone();
+        let err = block_on(&ctx, move || d.co_pwrite(0, b"x")).unwrap_err();
+        assert_eq!(errno_of(&err), Some(libc::EBADF), "{kind}: {err}");
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        ro.aio_pwrite(0, vec![1u8; 16], move |_, res| {
+            *s.lock().unwrap() = Some(res.map_err(|e| errno_of(&e)))
+        });
+        ro.drain().unwrap();
+        assert_eq!(
+            seen.lock().unwrap().take(),
+            Some(Err(Some(libc::EBADF))),
+            "{kind}"
+        );
+        // Offset/length out of range.
+        let d = ro.clone();
+        let err = block_on(&ctx, move || d.co_pread(u64::MAX - 100, &mut [0u8; 512])).unwrap_err();
+        assert_eq!(errno_of(&err), Some(libc::EINVAL), "{kind}: {err}");
+        // O_DIRECT: misaligned buffer, offset and length.
+        let Some(direct) = open(&ctx, &path, kind, true) else {
+            continue;
+        };
+        let d = direct.clone();
+        let errs = block_on(&ctx, move || {
+            let mut buf = Aligned::new(&[0; 8192]);
+            let misaligned_buf = d.co_pread(0, &mut buf.as_mut()[1..4097]).unwrap_err();
+            let misaligned_off = d.co_pread(512 + 1, &mut buf.as_mut()[..4096]).unwrap_err();
+            let misaligned_len = d.co_pread(0, &mut buf.as_mut()[..4000]).unwrap_err();
+            [misaligned_buf, misaligned_off, misaligned_len].map(|e| errno_of(&e))
+        });
+        assert_eq!(errs, [Some(libc::EINVAL); 3], "{kind}");
+    }
+}
+
+#[test]
+fn eio_injection_completes_every_request_once() {
+    const REQUESTS: usize = if cfg!(miri) { 100 } else { 10_000 };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ctx = AioContext::new().unwrap();
+    for kind in backends(&ctx) {
+        let path = dir.path().join(format!("eio-{kind}"));
+        let expected = Arc::new(pattern(5, 1 << 20));
+        std::fs::write(&path, &expected[..]).unwrap();
+        let fault = FaultConfig {
+            fail_fraction: 0.1,
+            ..FaultConfig::default()
+        };
+        let opts = OpenOptions {
+            backend: kind,
+            fault: Some(fault),
+            ..OpenOptions::default()
+        };
+        let dev = BlockDevice::open(&ctx, &path, &opts).unwrap();
+        let calls: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..REQUESTS).map(|_| AtomicUsize::new(0)).collect());
+        let failed = Arc::new(AtomicUsize::new(0));
+        for i in 0..REQUESTS {
+            let (calls, failed, expected) = (calls.clone(), failed.clone(), expected.clone());
+            let offset = (i % 256) as u64 * 4096;
+            dev.aio_pread(offset, vec![0u8; 4096], move |buf, res| {
+                calls[i].fetch_add(1, Ordering::SeqCst);
+                match res {
+                    Ok(n) => {
+                        assert_eq!(n, 4096);
+                        if !matches!(kind, BackendKind::Null | BackendKind::NullBh) {
+                            assert_eq!(buf, expected[offset as usize..offset as usize + 4096]);
+                        }
+                    }
+                    Err(err) => {
+                        assert_eq!(errno_of(&err), Some(libc::EIO));
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+            if i % 512 == 511 {
+                dev.drain().unwrap();
+            }
+        }
+        dev.drain().unwrap();
+        assert!(
+            calls.iter().all(|c| c.load(Ordering::SeqCst) == 1),
+            "{kind}: a request completed twice or never"
+        );
+        let failed = failed.load(Ordering::SeqCst);
+        assert!(
+            (REQUESTS / 20..REQUESTS * 3 / 20).contains(&failed),
+            "{kind}: {failed} of {REQUESTS} failed, expected ~10%"
+        );
+    }
+}
+
+#[test]
+fn drain_waits_for_requests_in_flight() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ctx = AioContext::new().unwrap();
+    for kind in backends(&ctx) {
+        let path = temp_file(dir.path(), &format!("drain-{kind}"), 1 << 20);
+        let opts = OpenOptions {
+            backend: kind,
+            write: true,
+            ..OpenOptions::default()
+        };
+        let dev = BlockDevice::open(&ctx, &path, &opts).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        // Coroutine-face requests in flight too: 8 coroutines, each writing then reading.
+        for c in 0..8u64 {
+            let (d, done) = (dev.clone(), done.clone());
+            let co = Coroutine::new(move || {
+                assert_eq!(d.co_pwrite(c * 4096, &[c as u8; 4096]).unwrap(), 4096);
+                assert_eq!(d.co_pread(c * 4096, &mut [0u8; 4096]).unwrap(), 4096);
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+            ctx.co_enter(co);
+        }
+        for i in 0..256u64 {
+            let done = done.clone();
+            dev.aio_pread(i * 4096, vec![0u8; 4096], move |_, res| {
+                assert_eq!(res.unwrap(), 4096);
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        assert!(dev.in_flight() > 0, "{kind}");
+        dev.drain().unwrap();
+        assert_eq!(dev.in_flight(), 0, "{kind}");
+        assert_eq!(done.load(Ordering::SeqCst), 256 + 8, "{kind}");
+    }
+}
+
+#[test]
+fn coroutine_face_outside_a_coroutine_is_an_error() {
+    let ctx = AioContext::new().unwrap();
+    let dev = BlockDevice::open(
+        &ctx,
+        "/dev/null",
+        &OpenOptions {
+            backend: BackendKind::Null,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let err = dev.co_pread(0, &mut [0u8; 16]).unwrap_err();
+    assert_eq!(errno_of(&err), Some(libc::EPERM));
+}
