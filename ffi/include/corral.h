@@ -110,6 +110,110 @@ void corral_co_pool_stats(corral_pool_stats_t *out);
 const char *corral_last_error(void);
 
 /* ======================================================================== */
+/* Coroutine I/O                                                            */
+/* ======================================================================== */
+
+/*
+ * An event loop (QEMU's AioContext): bottom halves, fd handlers, timers,
+ * and the completions of the block devices bound to it. One thread polls it.
+ */
+typedef struct corral_aio_context corral_aio_context_t;
+
+/* A new context, or NULL with errno. */
+corral_aio_context_t *corral_aio_context_new(void);
+
+/* Drops the caller's reference (devices and pending work keep it alive). */
+void corral_aio_context_unref(corral_aio_context_t *ctx);
+
+/*
+ * Runs one iteration: bottom halves, ready fd handlers, expired timers,
+ * scheduled coroutines. With blocking, waits for something to do first.
+ * Returns true if it made progress. Call from the thread running ctx.
+ */
+bool corral_aio_poll(corral_aio_context_t *ctx, bool blocking);
+
+/* Wakes a blocking corral_aio_poll of ctx (any thread). */
+void corral_aio_notify(corral_aio_context_t *ctx);
+
+typedef void (*corral_bh_fn)(void *opaque);
+
+/* Runs cb(opaque) once from ctx's next poll (any thread). 0 or -EINVAL. */
+int corral_aio_bh_schedule(corral_aio_context_t *ctx, corral_bh_fn cb, void *opaque);
+
+/*
+ * Has ctx enter co from its next poll, making ctx its home (QEMU's
+ * aio_co_schedule); any thread. 0, -EINVAL (NULL/terminated), -EBUSY
+ * (already scheduled).
+ */
+int corral_aio_co_schedule(corral_aio_context_t *ctx, corral_co_t *co);
+
+/*
+ * Makes ctx the home of co and enters it now if called on ctx's thread
+ * outside coroutines, else schedules it (QEMU's aio_co_enter). 0 or as above.
+ */
+int corral_aio_co_enter(corral_aio_context_t *ctx, corral_co_t *co);
+
+/* The block backends (a device's requests all go through one). */
+typedef enum corral_backend {
+    CORRAL_BACKEND_NULL = 0,      /* completes at once, no I/O (QEMU null-co) */
+    CORRAL_BACKEND_NULL_BH = 1,   /* completes from a bottom half, no I/O (null-aio) */
+    CORRAL_BACKEND_THREADS = 2,   /* preadv/pwritev/fdatasync on a thread pool */
+    CORRAL_BACKEND_LINUX_AIO = 3, /* io_submit, completions from the user ring */
+    CORRAL_BACKEND_IO_URING = 4   /* io_uring */
+} corral_backend_t;
+
+/* A file bound to one context. */
+typedef struct corral_blk corral_blk_t;
+
+#define CORRAL_BLK_WRITE 1u  /* open for writing too */
+#define CORRAL_BLK_CREATE 2u /* create the file if missing (with WRITE) */
+#define CORRAL_BLK_DIRECT 4u /* O_DIRECT: aligned buffers, offsets, lengths */
+
+/*
+ * Opens path on ctx through backend (a corral_backend_t); stores the device
+ * in *out. Call on ctx's thread. 0, or -errno (e.g. the kernel's when it
+ * refuses io_uring or Linux AIO; corral_last_error() says more).
+ */
+int corral_blk_open(corral_aio_context_t *ctx, const char *path, int backend, unsigned flags,
+                    corral_blk_t **out);
+
+/* As corral_blk_open on an fd the caller keeps open while the device lives. */
+int corral_blk_open_fd(corral_aio_context_t *ctx, int fd, int backend, corral_blk_t **out);
+
+/* Closes the device (pending callback-face requests finish first). */
+void corral_blk_close(corral_blk_t *blk);
+
+/* Polls ctx until no request of blk is in flight. On ctx's thread, outside coroutines. */
+int corral_blk_drain(corral_blk_t *blk);
+
+/*
+ * The coroutine face: call from a coroutine running on the context's
+ * thread; the coroutine yields until the request completed. Return the
+ * bytes transferred (reads are short at end of file) or -errno (-EPERM
+ * outside a coroutine or off the context's thread).
+ */
+ssize_t corral_blk_co_preadv(corral_blk_t *blk, uint64_t offset, const struct iovec *iov,
+                             int iovcnt);
+ssize_t corral_blk_co_pwritev(corral_blk_t *blk, uint64_t offset, const struct iovec *iov,
+                              int iovcnt);
+int corral_blk_co_flush(corral_blk_t *blk);
+
+/*
+ * The callback face (any thread): the request runs in a pooled coroutine of
+ * the device's context and cb(opaque, ret) runs in that context when it
+ * completed, never before the submitting call returned; ret is bytes or
+ * -errno. The iovec array may be reused at once; the buffers must stay valid
+ * until cb ran. Returns 0, or -errno if nothing was submitted.
+ */
+typedef void (*corral_blk_cb)(void *opaque, ssize_t ret);
+
+int corral_blk_aio_preadv(corral_blk_t *blk, uint64_t offset, const struct iovec *iov, int iovcnt,
+                          corral_blk_cb cb, void *opaque);
+int corral_blk_aio_pwritev(corral_blk_t *blk, uint64_t offset, const struct iovec *iov,
+                           int iovcnt, corral_blk_cb cb, void *opaque);
+int corral_blk_aio_flush(corral_blk_t *blk, corral_blk_cb cb, void *opaque);
+
+/* ======================================================================== */
 /* Diagnostics                                                              */
 /* ======================================================================== */
 
@@ -119,6 +223,9 @@ const char *corral_last_error(void);
  * compare its own figure with it in the same run.
  */
 double corral_bench_rust_lifecycle_ns(uint64_t iterations);
+
+/* ns per enter+yield round trip of a Rust coroutine inside the library. */
+double corral_bench_rust_switch_ns(uint64_t round_trips);
 
 #ifdef __cplusplus
 }

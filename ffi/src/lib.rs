@@ -39,10 +39,12 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod aio;
 mod boundary;
 mod coroutine;
 mod stats;
 
+pub use aio::*;
 pub use boundary::corral_last_error;
 pub use coroutine::*;
 pub use stats::*;

@@ -65,3 +65,28 @@ pub extern "C" fn corral_bench_rust_lifecycle_ns(iterations: u64) -> f64 {
         start.elapsed().as_nanos() as f64 / iterations as f64
     })
 }
+
+/// `corral_bench_rust_switch_ns`: ns per enter+yield round trip of a Rust
+/// coroutine, to tell the runtime's switch cost from the C ABI's.
+#[no_mangle]
+pub extern "C" fn corral_bench_rust_switch_ns(round_trips: u64) -> f64 {
+    guard(|| {
+        let round_trips = round_trips.max(1);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = stop.clone();
+        let co = corral_runtime::Coroutine::new(move || {
+            while !seen.load(std::sync::atomic::Ordering::Relaxed) {
+                corral_runtime::yield_now();
+            }
+        });
+        co.enter();
+        let start = Instant::now();
+        for _ in 0..round_trips {
+            co.enter();
+        }
+        let elapsed = start.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        co.enter();
+        elapsed.as_nanos() as f64 / round_trips as f64
+    })
+}

@@ -60,7 +60,11 @@ fn make_check_passes() {
         "make -C ffi check failed: {}",
         output.status
     );
-    for suite in ["test_coroutine: all passed", "test_misuse: all passed"] {
+    for suite in [
+        "test_coroutine: all passed",
+        "test_misuse: all passed",
+        "test_io: all passed",
+    ] {
         assert!(
             stdout.contains(suite),
             "missing `{suite}` in the output of make check"

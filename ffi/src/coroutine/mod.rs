@@ -50,7 +50,7 @@ fn to_handle(co: Coroutine) -> *mut CorralCo {
 }
 
 /// The runtime handle behind a C pointer; `None` for NULL.
-fn from_handle(handle: *const CorralCo) -> Option<Coroutine> {
+pub(crate) fn coroutine_of(handle: *const CorralCo) -> Option<Coroutine> {
     let raw = NonNull::new(handle.cast_mut())?;
     // SAFETY:
     // * every non-NULL corral_co_t * comes from `to_handle` (the C contract,
@@ -91,7 +91,7 @@ pub extern "C" fn corral_co_create(entry: Option<EntryFn>, opaque: *mut c_void) 
 
 /// Checks that `handle` may be entered; the runtime handle or the errno.
 fn enterable(handle: *const CorralCo) -> Result<Coroutine, i32> {
-    let co = from_handle(handle).ok_or(libc::EINVAL)?;
+    let co = coroutine_of(handle).ok_or(libc::EINVAL)?;
     if co.is_terminated() {
         Err(libc::EINVAL)
     } else if co.entered() {
@@ -182,7 +182,7 @@ pub extern "C" fn corral_in_coroutine() -> bool {
 /// * `co` is NULL or a pointer returned by `corral_co_create`.
 #[no_mangle]
 pub unsafe extern "C" fn corral_co_entered(co: *const CorralCo) -> bool {
-    guard(|| from_handle(co).is_some_and(|co| co.entered()))
+    guard(|| coroutine_of(co).is_some_and(|co| co.entered()))
 }
 
 /// `corral_co_is_terminated`: its entry returned (true for stale handles).
@@ -192,5 +192,5 @@ pub unsafe extern "C" fn corral_co_entered(co: *const CorralCo) -> bool {
 /// * `co` is NULL or a pointer returned by `corral_co_create`.
 #[no_mangle]
 pub unsafe extern "C" fn corral_co_is_terminated(co: *const CorralCo) -> bool {
-    guard(|| from_handle(co).map_or(true, |co| co.is_terminated()))
+    guard(|| coroutine_of(co).map_or(true, |co| co.is_terminated()))
 }
