@@ -194,8 +194,28 @@ pub(super) unsafe fn iovecs<'a>(
     Ok(unsafe { std::slice::from_raw_parts(iov, count) })
 }
 
-fn to_ssize(res: std::io::Result<usize>) -> isize {
-    match res {
+/// Runs a coroutine-face request on the device and iovecs behind C pointers;
+/// bytes or -errno.
+///
+/// # Safety
+///
+/// * `blk` NULL or live; `iov` valid for `iovcnt` entries.
+unsafe fn co_request(
+    blk: *mut CorralBlk,
+    iov: *const libc::iovec,
+    iovcnt: i32,
+    request: impl FnOnce(&BlockDevice, &[libc::iovec]) -> std::io::Result<usize>,
+) -> isize {
+    // SAFETY: caller contract.
+    let Some(dev) = (unsafe { device(blk) }) else {
+        return fail(libc::EINVAL, "corral_blk_co_*: NULL device") as isize;
+    };
+    // SAFETY: caller contract.
+    let iov = match unsafe { iovecs(iov, iovcnt) } {
+        Ok(iov) => iov,
+        Err(code) => return code as isize,
+    };
+    match request(dev, iov) {
         Ok(bytes) => bytes as isize,
         Err(error) => report(&error) as isize,
     }
@@ -214,19 +234,17 @@ pub unsafe extern "C" fn corral_blk_co_preadv(
     iov: *const libc::iovec,
     iovcnt: i32,
 ) -> isize {
-    guard(|| {
-        // SAFETY: caller contract.
-        let (Some(dev), Ok(iov)) = (unsafe { device(blk) }, unsafe { iovecs(iov, iovcnt) }) else {
-            return -libc::EINVAL as isize;
-        };
-        // SAFETY:
-        // * IoSliceMut is ABI-compatible with iovec on Unix (std documents it);
-        //   the buffers are writable (caller contract) and the slice is only
-        //   read by the device.
-        let bufs = unsafe {
-            std::slice::from_raw_parts_mut(iov.as_ptr() as *mut IoSliceMut<'_>, iov.len())
-        };
-        to_ssize(dev.co_preadv(offset, bufs))
+    // SAFETY: caller contract, passed on.
+    guard(|| unsafe {
+        co_request(blk, iov, iovcnt, |dev, iov| {
+            // SAFETY:
+            // * IoSliceMut is ABI-compatible with iovec on Unix (std documents
+            //   it); the buffers are writable (caller contract) and the array
+            //   itself is only read by the device.
+            let bufs =
+                std::slice::from_raw_parts_mut(iov.as_ptr() as *mut IoSliceMut<'_>, iov.len());
+            dev.co_preadv(offset, bufs)
+        })
     })
 }
 
@@ -242,15 +260,13 @@ pub unsafe extern "C" fn corral_blk_co_pwritev(
     iov: *const libc::iovec,
     iovcnt: i32,
 ) -> isize {
-    guard(|| {
-        // SAFETY: caller contract.
-        let (Some(dev), Ok(iov)) = (unsafe { device(blk) }, unsafe { iovecs(iov, iovcnt) }) else {
-            return -libc::EINVAL as isize;
-        };
-        // SAFETY: IoSlice is ABI-compatible with iovec on Unix (std documents it).
-        let bufs =
-            unsafe { std::slice::from_raw_parts(iov.as_ptr().cast::<IoSlice<'_>>(), iov.len()) };
-        to_ssize(dev.co_pwritev(offset, bufs))
+    // SAFETY: caller contract, passed on.
+    guard(|| unsafe {
+        co_request(blk, iov, iovcnt, |dev, iov| {
+            // SAFETY: IoSlice is ABI-compatible with iovec on Unix (std documents it).
+            let bufs = std::slice::from_raw_parts(iov.as_ptr().cast::<IoSlice<'_>>(), iov.len());
+            dev.co_pwritev(offset, bufs)
+        })
     })
 }
 
