@@ -6,6 +6,7 @@
 
 #include <corral.h>
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 /* ---- lifecycle: a coroutine runs to completion; pooled ones are reused ---- */
@@ -310,6 +311,51 @@ static void test_errors(void)
     CHECK(!corral_co_entered(co));
 }
 
+/* ---- cross-thread: a coroutine yielded on one thread resumes on another -- */
+
+struct hop {
+    corral_co_t *co;
+    int steps;
+    int entered_on_thread;
+};
+
+static void hop_body(void *opaque)
+{
+    struct hop *h = opaque;
+    h->steps++;
+    CHECK(corral_co_self() == h->co);
+    CHECK_EQ_INT(corral_co_yield(), 0); /* resumed by the other thread */
+    h->steps++;
+    CHECK(corral_co_self() == h->co);
+    CHECK_EQ_INT(corral_co_yield(), 0); /* resumed by main again */
+    h->steps++;
+}
+
+static void *enter_from_thread(void *opaque)
+{
+    struct hop *h = opaque;
+    h->entered_on_thread = corral_co_enter(h->co) == 0;
+    CHECK(!corral_in_coroutine());
+    return NULL;
+}
+
+static void test_cross_thread(void)
+{
+    struct hop h = {0};
+    h.co = corral_co_create(hop_body, &h);
+    CHECK(h.co != NULL);
+    CHECK_EQ_INT(corral_co_enter(h.co), 0);
+    CHECK_EQ_INT(h.steps, 1);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, enter_from_thread, &h) == 0);
+    CHECK(pthread_join(thread, NULL) == 0);
+    CHECK(h.entered_on_thread);
+    CHECK_EQ_INT(h.steps, 2);
+    CHECK_EQ_INT(corral_co_enter(h.co), 0);
+    CHECK_EQ_INT(h.steps, 3);
+    CHECK(corral_co_is_terminated(h.co));
+}
+
 int main(void)
 {
     RUN(test_lifecycle);
@@ -321,6 +367,7 @@ int main(void)
     RUN(test_order);
     RUN(test_no_dangling_access);
     RUN(test_errors);
+    RUN(test_cross_thread);
     printf("test_coroutine: all passed\n");
     return 0;
 }
