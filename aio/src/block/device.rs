@@ -1,12 +1,12 @@
 //! [`BlockDevice`]: a file bound to an `AioContext`, with the coroutine and AIO faces.
 
+use super::aio_face::LocalStarts;
 use super::bound::ThreadBound;
 use super::error::{invalid, result_from_raw, syscall};
 use super::fault::{FaultBackend, FaultConfig};
 use super::request::{Op, Request};
 use super::{glue, Backend, BackendKind};
-use crate::AioContext;
-use corral_runtime::Coroutine;
+use crate::{AioContext, Bh};
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, RawFd};
@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Where the request and its coroutine come from (the bench compares the two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,12 +63,12 @@ impl Default for OpenOptions {
 /// the AIO face from any thread.
 #[derive(Debug, Clone)]
 pub struct BlockDevice {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    ctx: Arc<AioContext>,
+pub(super) struct Inner {
+    pub(super) ctx: Arc<AioContext>,
     /// Keeps the file open when the device owns it.
     _file: Option<File>,
     fd: RawFd,
@@ -76,12 +76,14 @@ struct Inner {
     writable: bool,
     /// `(memory, offset)` alignment for O_DIRECT, `None` for buffered I/O.
     direct: Option<(usize, usize)>,
-    alloc: AllocMode,
+    pub(super) alloc: AllocMode,
     backend: Box<dyn Backend>,
-    /// AIO-face requests submitted on the context thread and not called back yet.
-    local_pending: ThreadBound<usize>,
-    /// The same, submitted from other threads.
-    remote_pending: AtomicUsize,
+    /// AIO-face requests submitted on the context thread: count, start queue, keepalive.
+    pub(super) local: ThreadBound<LocalStarts>,
+    /// AIO-face requests submitted from other threads and not called back yet.
+    pub(super) remote_pending: AtomicUsize,
+    /// Starts the coroutines queued in `local`.
+    pub(super) start_bh: OnceLock<Bh>,
 }
 
 /// At most this many buffers per request (Linux's `IOV_MAX`).
@@ -149,8 +151,9 @@ impl BlockDevice {
                 direct,
                 alloc: opts.alloc,
                 backend,
-                local_pending: ThreadBound::new(0),
+                local: ThreadBound::new(LocalStarts::default()),
                 remote_pending: AtomicUsize::new(0),
+                start_bh: OnceLock::new(),
             }),
         })
     }
@@ -184,8 +187,8 @@ impl BlockDevice {
     /// Requests submitted and not completed (AIO-face requests count until their
     /// callback returned).
     pub fn in_flight(&self) -> usize {
-        let local = if self.inner.local_pending.is_owner() {
-            self.inner.local_pending.with(|n| *n)
+        let local = if self.inner.local.is_owner() {
+            self.inner.local.with(|l| l.pending)
         } else {
             0
         };
@@ -195,7 +198,7 @@ impl BlockDevice {
     /// Runs the context until every in-flight request completed (AIO callbacks included).
     /// Call it on the context's thread, outside coroutines.
     pub fn drain(&self) -> io::Result<()> {
-        if !self.inner.local_pending.is_owner() {
+        if !self.inner.local.is_owner() {
             return Err(invalid(
                 libc::EPERM,
                 "BlockDevice::drain called outside its AioContext thread",
@@ -266,7 +269,7 @@ impl BlockDevice {
                 "co_* block request made outside a coroutine",
             ));
         };
-        if !self.inner.local_pending.is_owner() {
+        if !self.inner.local.is_owner() {
             return Err(invalid(
                 libc::EPERM,
                 "co_* block request made outside the device's AioContext thread",
@@ -366,100 +369,6 @@ impl BlockDevice {
             }
         }
         Ok(())
-    }
-
-    // ----- AIO face -----
-
-    /// Reads into `buf` at `offset`; `cb(buf, result)` runs in the context afterwards.
-    pub fn aio_pread<B, F>(&self, offset: u64, mut buf: B, cb: F)
-    where
-        B: AsMut<[u8]> + Send + 'static,
-        F: FnOnce(B, io::Result<usize>) + Send + 'static,
-    {
-        self.spawn(move |dev| {
-            let res = dev.co_pread(offset, buf.as_mut());
-            cb(buf, res);
-        });
-    }
-
-    /// Writes `buf` at `offset`; `cb(buf, result)` runs in the context afterwards.
-    pub fn aio_pwrite<B, F>(&self, offset: u64, buf: B, cb: F)
-    where
-        B: AsRef<[u8]> + Send + 'static,
-        F: FnOnce(B, io::Result<usize>) + Send + 'static,
-    {
-        self.spawn(move |dev| {
-            let res = dev.co_pwrite(offset, buf.as_ref());
-            cb(buf, res);
-        });
-    }
-
-    /// Reads into `bufs` at `offset`; `cb(bufs, result)` runs in the context afterwards.
-    pub fn aio_preadv<B, F>(&self, offset: u64, mut bufs: Vec<B>, cb: F)
-    where
-        B: AsMut<[u8]> + Send + 'static,
-        F: FnOnce(Vec<B>, io::Result<usize>) + Send + 'static,
-    {
-        self.spawn(move |dev| {
-            let res = {
-                let mut slices: Vec<IoSliceMut<'_>> = bufs
-                    .iter_mut()
-                    .map(|b| IoSliceMut::new(b.as_mut()))
-                    .collect();
-                dev.co_preadv(offset, &mut slices)
-            };
-            cb(bufs, res);
-        });
-    }
-
-    /// Writes `bufs` at `offset`; `cb(bufs, result)` runs in the context afterwards.
-    pub fn aio_pwritev<B, F>(&self, offset: u64, bufs: Vec<B>, cb: F)
-    where
-        B: AsRef<[u8]> + Send + 'static,
-        F: FnOnce(Vec<B>, io::Result<usize>) + Send + 'static,
-    {
-        self.spawn(move |dev| {
-            let res = {
-                let slices: Vec<IoSlice<'_>> =
-                    bufs.iter().map(|b| IoSlice::new(b.as_ref())).collect();
-                dev.co_pwritev(offset, &slices)
-            };
-            cb(bufs, res);
-        });
-    }
-
-    /// Flushes; `cb(result)` runs in the context afterwards.
-    pub fn aio_flush<F>(&self, cb: F)
-    where
-        F: FnOnce(io::Result<()>) + Send + 'static,
-    {
-        self.spawn(move |dev| cb(dev.co_flush()));
-    }
-
-    /// Runs `body` in a coroutine of the context, started from the context's coroutine
-    /// bottom half (`co_schedule`): safe from any thread, and `body` (hence the callback)
-    /// never runs before the caller returned.
-    fn spawn(&self, body: impl FnOnce(&BlockDevice) + Send + 'static) {
-        let remote = !self.inner.local_pending.is_owner();
-        if remote {
-            self.inner.remote_pending.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.inner.local_pending.with(|n| *n += 1);
-        }
-        let dev = self.clone();
-        let entry = move || {
-            body(&dev);
-            if remote {
-                dev.inner.remote_pending.fetch_sub(1, Ordering::AcqRel);
-            } else {
-                dev.inner.local_pending.with(|n| *n -= 1);
-            }
-        };
-        let co = match self.inner.alloc {
-            AllocMode::Pooled => Coroutine::new(entry),
-            AllocMode::Heap => Coroutine::builder().pooled(false).spawn(entry),
-        };
-        self.inner.ctx.co_schedule(co);
     }
 }
 

@@ -92,7 +92,7 @@ impl Backend for FaultBackend {
         }
         if fail {
             // SAFETY: `req` is in flight and ours; its coroutine is the running one.
-            unsafe { request::complete(req, -(libc::EIO as isize)) };
+            unsafe { request::complete_in_submit(req, -(libc::EIO as isize)) };
         } else {
             // SAFETY: the caller's guarantees pass on unchanged.
             unsafe { self.inner.submit(req) };

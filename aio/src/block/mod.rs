@@ -42,6 +42,7 @@
 //!
 //! [`AioContext`]: crate::AioContext
 
+mod aio_face;
 mod bound;
 mod device;
 mod error;

@@ -69,7 +69,7 @@ impl Backend for NullBackend {
         match &self.bh {
             // SAFETY: `req` is in flight and ours to complete (caller's contract); the
             // waiting coroutine is the running one, so `complete` does not enter it.
-            None => unsafe { request::complete(req, size(req)) },
+            None => unsafe { request::complete_in_submit(req, size(req)) },
             Some((bh, queue)) => {
                 // SAFETY: `req` stays valid until completed (caller's contract).
                 queue.with(|q| unsafe { q.push_back(req) });

@@ -127,6 +127,20 @@ pub(crate) unsafe fn complete(req: NonNull<Request>, res: isize) {
     }
 }
 
+/// Completes `req` from inside `submit`, where the waiting coroutine is the running one:
+/// it sees the result when `submit` returns, so there is nobody to wake.
+///
+/// # Safety
+///
+/// * as for [`complete`], and the caller runs inside `Backend::submit` for this request.
+pub(crate) unsafe fn complete_in_submit(req: NonNull<Request>, res: isize) {
+    // SAFETY: `req` is live and still owned by the backend (caller's contract).
+    let req = unsafe { req.as_ref() };
+    debug_assert!(req.result.get().is_none(), "block request completed twice");
+    debug_assert!(req.waiter.map_or(true, |co| co.entered()));
+    req.result.set(Some(res));
+}
+
 /// An intrusive FIFO of requests linked through `Request::next`: queueing allocates nothing.
 #[derive(Debug)]
 pub(crate) struct RequestQueue {
