@@ -348,3 +348,99 @@ fn coroutine_face_outside_a_coroutine_is_an_error() {
     let err = dev.co_pread(0, &mut [0u8; 16]).unwrap_err();
     assert_eq!(errno_of(&err), Some(libc::EPERM));
 }
+
+#[test]
+fn plugged_requests_go_in_one_submission() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ctx = AioContext::new().unwrap();
+    for kind in [BackendKind::LinuxAio, BackendKind::IoUring] {
+        if let Err(err) = kind.create(&ctx) {
+            eprintln!("!!! SKIPPED backend {kind}: the kernel refuses it ({err})");
+            continue;
+        }
+        let path = temp_file(dir.path(), &format!("plug-{kind}"), 1 << 20);
+        let opts = OpenOptions {
+            backend: kind,
+            ..OpenOptions::default()
+        };
+        let dev = BlockDevice::open(&ctx, &path, &opts).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let before = dev.backend_stats();
+        let d = dev.clone();
+        let done2 = done.clone();
+        block_on(&ctx, move || {
+            d.plug();
+            for i in 0..32u64 {
+                let (d, done) = (d.clone(), done2.clone());
+                // Nested: each submits (queued while plugged) and yields back here.
+                Coroutine::new(move || {
+                    assert_eq!(d.co_pread(i * 4096, &mut [0u8; 4096]).unwrap(), 4096);
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+                .enter();
+            }
+            assert_eq!(d.in_flight(), 32);
+            // Completions found by this submit wake the others later, never nested in us.
+            d.unplug();
+        });
+        dev.drain().unwrap();
+        assert_eq!(done.load(Ordering::SeqCst), 32, "{kind}");
+        let stats = dev.backend_stats();
+        assert_eq!(stats.submitted - before.submitted, 32, "{kind}");
+        assert_eq!(
+            stats.submit_calls - before.submit_calls,
+            1,
+            "{kind}: one system call for the batch"
+        );
+    }
+}
+
+#[test]
+fn more_requests_than_the_rings_hold() {
+    const REQUESTS: u64 = if cfg!(miri) { 100 } else { 3000 };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ctx = AioContext::new().unwrap();
+    for kind in backends(&ctx) {
+        let path = temp_file(dir.path(), &format!("many-{kind}"), 1 << 20);
+        let opts = OpenOptions {
+            backend: kind,
+            ..OpenOptions::default()
+        };
+        let dev = BlockDevice::open(&ctx, &path, &opts).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        for i in 0..REQUESTS {
+            let done = done.clone();
+            dev.aio_pread((i % 256) * 4096, vec![0u8; 4096], move |_, res| {
+                assert_eq!(res.unwrap(), 4096);
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        dev.drain().unwrap();
+        assert_eq!(done.load(Ordering::SeqCst), REQUESTS as usize, "{kind}");
+    }
+}
+
+#[test]
+fn delayed_requests_are_waited_for_by_drain() {
+    let ctx = AioContext::new().unwrap();
+    let fault = FaultConfig {
+        delay: Some(std::time::Duration::from_millis(2)),
+        ..FaultConfig::default()
+    };
+    let opts = OpenOptions {
+        backend: BackendKind::Null,
+        fault: Some(fault),
+        ..OpenOptions::default()
+    };
+    let dev = BlockDevice::open(&ctx, "/dev/null", &opts).unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    for i in 0..16u64 {
+        let done = done.clone();
+        dev.aio_pread(i * 512, vec![0u8; 512], move |_, res| {
+            assert_eq!(res.unwrap(), 512);
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    dev.drain().unwrap();
+    assert_eq!((done.load(Ordering::SeqCst), dev.in_flight()), (16, 0));
+}

@@ -26,6 +26,8 @@ use std::sync::{Arc, Weak};
 pub(super) struct LocalStarts {
     /// Submitted and not called back yet.
     pub(super) pending: usize,
+    /// Coroutine-face requests whose coroutine has not picked up the result yet.
+    pub(super) co_requests: usize,
     /// Coroutines waiting for the start bottom half.
     queue: Vec<Coroutine>,
     /// The other buffer of `queue` (swapped, so starting allocates nothing).

@@ -188,11 +188,11 @@ impl BlockDevice {
     /// callback returned).
     pub fn in_flight(&self) -> usize {
         let local = if self.inner.local.is_owner() {
-            self.inner.local.with(|l| l.pending)
+            self.inner.local.with(|l| l.pending + l.co_requests)
         } else {
             0
         };
-        self.inner.backend.in_flight() + local + self.inner.remote_pending.load(Ordering::Acquire)
+        local + self.inner.remote_pending.load(Ordering::Acquire)
     }
 
     /// Runs the context until every in-flight request completed (AIO callbacks included).
@@ -293,6 +293,9 @@ impl BlockDevice {
     }
 
     fn submit_and_wait(&self, req: NonNull<Request>) -> io::Result<usize> {
+        // Counted until this coroutine has its result, like QEMU's in-flight counter, so
+        // `drain` also waits for coroutines woken but not yet resumed.
+        self.inner.local.with(|l| l.co_requests += 1);
         // SAFETY:
         // * `req` points to a request owned by this frame, which does not return (and so
         //   neither moves nor frees it) until the request has its result;
@@ -302,6 +305,7 @@ impl BlockDevice {
         loop {
             // SAFETY: `req` is valid (see above); `result` is a `Cell` read on this thread.
             if let Some(res) = unsafe { req.as_ref() }.result() {
+                self.inner.local.with(|l| l.co_requests -= 1);
                 return result_from_raw(res);
             }
             glue::suspend();

@@ -18,7 +18,7 @@ use super::bound::ThreadBound;
 use super::error::syscall;
 use super::glue;
 use super::request::{self, Op, Request, RequestQueue};
-use super::Backend;
+use super::{Backend, BackendStats};
 use crate::{AioContext, Bh};
 use ring::CompletionRing;
 use std::io;
@@ -56,6 +56,7 @@ struct State {
     in_kernel: usize,
     plugged: usize,
     bh_scheduled: bool,
+    stats: BackendStats,
 }
 
 impl LinuxAioBackend {
@@ -73,6 +74,7 @@ impl LinuxAioBackend {
             in_kernel: 0,
             plugged: 0,
             bh_scheduled: false,
+            stats: BackendStats::default(),
         };
         let shared = Arc::new(Shared {
             state: ThreadBound::new(state),
@@ -227,6 +229,9 @@ impl Shared {
                     None => 0,
                 };
                 s.in_kernel -= n;
+                if s.ring.is_some() {
+                    s.stats.reaped += n as u64;
+                }
                 n
             });
             for event in &batch[..n] {
@@ -275,6 +280,7 @@ impl Shared {
                 }
                 // SAFETY: each iocb belongs to an in-flight request whose buffers live until it completes.
                 let res = unsafe { sys::io_submit(self.id, &iocbs[..n]) };
+                s.stats.submit_calls += 1;
                 let (taken, failed) = match res {
                     Ok(taken) => (taken, None),
                     Err(err) => match err.raw_os_error() {
@@ -285,6 +291,7 @@ impl Shared {
                     },
                 };
                 s.in_kernel += taken;
+                s.stats.submitted += taken as u64;
                 let refused = if failed.is_some() { 1 } else { 0 };
                 for &iocb in iocbs[taken + refused..n].iter().rev() {
                     // SAFETY: the request owning this iocb was popped above and is still in flight.
@@ -354,6 +361,10 @@ impl Backend for LinuxAioBackend {
         }
     }
 
+    fn stats(&self) -> BackendStats {
+        self.shared.state.with(|s| s.stats)
+    }
+
     fn in_flight(&self) -> usize {
         self.shared.state.with(|s| s.in_kernel + s.pending.len())
     }
@@ -369,6 +380,23 @@ impl Backend for LinuxAioBackend {
         });
         if now {
             self.shared.process();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_come_from_the_userspace_ring() {
+        let ctx = AioContext::new().unwrap();
+        match LinuxAioBackend::new(&ctx) {
+            Ok(backend) => assert!(
+                backend.uses_userspace_ring(),
+                "this kernel's aio_ring layout is not the one we read"
+            ),
+            Err(err) => eprintln!("!!! SKIPPED: the kernel refuses linux-aio ({err})"),
         }
     }
 }
