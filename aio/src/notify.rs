@@ -13,13 +13,13 @@
 //!  notifier (any thread)                    poller (the context's thread)
 //!  ---------------------                    -----------------------------
 //!  publish the event (push a BH ...)        notify_me += 2
-//!  notified = true                          fence(SeqCst)                  [B]
+//!  if swap(notified, true) { return }  (0)  fence(SeqCst)                  [B]
 //!  fence(SeqCst)                 [A]        if notified { do not block }
 //!  if notify_me != 0 {                      epoll_wait(...)  (eventfd is one of the fds)
 //!      eventfd write                        if eventfd readable { read it }   (1)
 //!  }                                        notify_me -= 2  (Release)
-//!                                           accept: if notified { notified = false;
-//!                                                   fence(SeqCst) }        (2)
+//!                                           accept: if notified {
+//!                                               swap(notified, false) }    (2)
 //!                                           run bottom halves, handlers, timers
 //! ```
 //!
@@ -45,17 +45,26 @@
 //!   processed. Reading it after processing lets a poller eat a write meant for another
 //!   poller that is about to sleep, with the work that write announced still queued.
 //!
-//! Clearing `notified` is followed by a full fence so that it is ordered before the reads of
-//! the bottom-half list: a notification that lands after the clear stays visible to the next
-//! `prepare_wait`. When `notified` is already false there is nothing to order and the fence
-//! is skipped (the fence in `prepare_wait` covers the next blocking poll).
+//! Both sides write `notified` with read-modify-writes, and that is what the loom model
+//! insisted on. With a plain `notified = false` in `accept` (as QEMU writes it, relying on
+//! its barriers and on TSO), the C++ memory model allows the poller's clear to overwrite a
+//! notifier's `true` whose bottom half the poller's list swap did not see: a nested poll then
+//! blocks with work queued (loom found exactly that deadlock in `nested_poll_inside_dispatch`).
+//! As an Acquire RMW, the clear either reads a notifier's `true` (and then synchronises with
+//! it, so that notifier's bottom half is visible to the list swap that follows), or comes
+//! before it in modification order (and the `true` survives for the next `prepare_wait`).
+//!
+//! On the notifier side (0), the RMW lets every notifier but the first one skip the fence
+//! and the eventfd while a notification is pending and not yet accepted: the first one has
+//! either written the eventfd or seen that nobody sleeps, and a poller that accepts reads the
+//! `true` of the last notifier and so sees its bottom half.
 //!
 //! The protocol is checked by the loom model in `tests` below (`scripts/loom-aio.sh`) with the
 //! three processes of QEMU's promela models: a waiter, a temporary waiter (a nested poll) and a
 //! notifier; and by the multi-thread stress test in `aio/tests/stress.rs`.
 
 use crate::sync::{fence, AtomicBool, AtomicU32};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// The two shared words of the protocol (see the module docs).
 #[derive(Debug)]
@@ -76,8 +85,11 @@ impl NotifyProtocol {
     /// sleeping (or about to), i.e. when the caller must write the eventfd.
     #[inline]
     pub(crate) fn notify(&self) -> bool {
-        // Release: a poller that reads `notified == true` with Acquire also sees the event.
-        self.notified.store(true, Release);
+        // (0) Release: a poller whose accept reads this `true` also sees the event. If a
+        // notification is already pending, its notifier took care of the wake-up.
+        if self.notified.swap(true, AcqRel) {
+            return false;
+        }
         // [A]: order the store above before the load below (pairs with [B]).
         fence(SeqCst);
         self.notify_me.load(Relaxed) != 0
@@ -103,10 +115,10 @@ impl NotifyProtocol {
     /// Poller side, before looking at the events: consumes a pending notification.
     #[inline]
     pub(crate) fn accept(&self) {
+        // A stale `false` only leaves a pending notification for the next iteration.
         if self.notified.load(Relaxed) {
-            self.notified.store(false, Relaxed);
-            // Order the clear before the reads of the event lists (see module docs).
-            fence(SeqCst);
+            // (2) an RMW, see the module docs.
+            self.notified.swap(false, Acquire);
         }
     }
 
@@ -215,6 +227,27 @@ mod tests {
         for _ in 0..REQUESTS {
             ctx.schedule();
         }
+    }
+
+    /// Two notifiers with one request each, and a waiter: the second notifier may skip the
+    /// wake-up because the first one's is pending.
+    #[test]
+    fn two_notifiers() {
+        loom::model(|| {
+            let ctx = Arc::new(Ctx::new());
+            let ts: Vec<_> = (0..REQUESTS)
+                .map(|_| {
+                    let c = ctx.clone();
+                    loom::thread::spawn(move || c.schedule())
+                })
+                .collect();
+            while !ctx.done() {
+                ctx.poll(true, None);
+            }
+            for t in ts {
+                t.join().unwrap();
+            }
+        });
     }
 
     /// Waiter, temporary waiter and notifier on three threads (QEMU's promela models).
