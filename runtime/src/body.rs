@@ -65,6 +65,11 @@ pub(crate) struct Header {
     pub(crate) state: AtomicU64,
     pub(crate) words: EventLoopWords,
     pub(crate) user_word: AtomicUsize,
+    /// Lowest address the parked trampoline may need (the canary sits
+    /// there); 0 before the first run. Kept here, in the line the enterer
+    /// just touched, so that the release hook's loads of the (cold) canaries
+    /// of a whole batch do not wait on each other.
+    keep_from: AtomicUsize,
     inner: UnsafeCell<MaybeUninit<Inner>>,
 }
 
@@ -77,8 +82,8 @@ pub(crate) struct Inner {
     pub(crate) entry: EntrySlot,
     pub(crate) home: Home,
     pub(crate) bounds: Bounds,
-    /// Lowest address the parked trampoline may need (the canary sits there); 0 before the first run.
-    keep_from: usize,
+    /// The stack size the body was made for, as asked (the pool's match key).
+    requested_size: usize,
 }
 
 impl Header {
@@ -87,6 +92,7 @@ impl Header {
             state: AtomicU64::new(0),
             words: EventLoopWords::new(),
             user_word: AtomicUsize::new(0),
+            keep_from: AtomicUsize::new(0),
             inner: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -167,12 +173,15 @@ impl Parked {
             entry: EntrySlot::new(),
             home,
             bounds,
-            keep_from: 0,
+            requested_size: size,
         };
         // SAFETY:
         // * the header came from the free list: nobody else owns it and no
         //   body is installed, so writing the uninitialised part is fine.
-        unsafe { header.as_ref().inner().write(inner) };
+        unsafe {
+            header.as_ref().keep_from.store(0, Ordering::Relaxed);
+            header.as_ref().inner().write(inner);
+        }
         Ok(Parked(header))
     }
 
@@ -203,30 +212,30 @@ impl Parked {
         Parked(h)
     }
 
-    /// Usable stack size and guard kind of this body.
-    pub(crate) fn shape(&self) -> (usize, GuardKind) {
+    /// Whether the body was made for this stack size (as asked) and guard kind.
+    #[inline]
+    pub(crate) fn has_shape(&self, size: usize, kind: GuardKind) -> bool {
         // SAFETY:
-        // * we own the body; `bounds` is plain data.
-        let b = unsafe { &(*self.inner()).bounds };
-        (b.size(), b.kind)
+        // * we own the body; these fields are plain data set at creation.
+        let inner = unsafe { &*self.inner() };
+        inner.requested_size == size && inner.bounds.kind == kind
     }
 
     /// The release hook: if the last entries used the stack below the
     /// trampoline's kept pages (canary overwritten), give the deep pages back.
     pub(crate) fn trim(&mut self) {
-        let inner = self.inner();
+        let keep_from = self.header().keep_from.load(Ordering::Relaxed);
+        if keep_from == 0 {
+            return;
+        }
+        let canary = keep_from as *mut u64;
         // SAFETY:
         // * we own the body and its trampoline is parked: nothing live lies
         //   below `keep_from` (the trampoline's frames are above it);
         // * `keep_from` is inside the stack's mapping (set by the trampoline).
         unsafe {
-            let keep_from = (*inner).keep_from;
-            if keep_from == 0 {
-                return;
-            }
-            let canary = keep_from as *mut u64;
             if canary.read_volatile() != CANARY {
-                (*inner).bounds.trim_below(keep_from);
+                (*self.inner()).bounds.trim_below(keep_from);
                 canary.write_volatile(CANARY);
             }
         }
@@ -276,9 +285,13 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option
     //   at least MIN_STACK_SIZE), so writing the canary there clobbers nothing.
     unsafe {
         (*inner).yielder = y;
-        (*inner).keep_from = keep_from;
         (keep_from as *mut u64).write_volatile(CANARY);
     }
+    // SAFETY:
+    // * as above: headers are type-stable.
+    unsafe { h.0.as_ref() }
+        .keep_from
+        .store(keep_from, Ordering::Relaxed);
     let mut cmd = first;
     loop {
         if let Cmd::Exit = cmd {

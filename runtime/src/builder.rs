@@ -4,8 +4,8 @@ use std::io;
 
 use crate::body::Parked;
 use crate::coroutine::Coroutine;
-use crate::pool::{mutex_pool_get, pool_for, Home};
-use crate::stack::{usable_size, GuardKind, DEFAULT_STACK_SIZE};
+use crate::pool::{mutex_pool_get, pool_for, set_caps_once, Home};
+use crate::stack::{GuardKind, DEFAULT_STACK_SIZE};
 
 /// Options for a new coroutine. Defaults: [`DEFAULT_STACK_SIZE`], the probed
 /// [`GuardKind`], pooled.
@@ -29,6 +29,7 @@ impl Default for Builder {
 
 impl Builder {
     /// The defaults.
+    #[inline]
     pub fn new() -> Builder {
         Builder {
             stack_size: DEFAULT_STACK_SIZE,
@@ -71,10 +72,11 @@ impl Builder {
     /// # Panics
     ///
     /// With the clear stack error if the kernel refuses a stack.
+    #[inline]
     pub fn spawn(self, entry: impl FnOnce() + Send + 'static) -> Coroutine {
         match self.try_spawn(entry) {
             Ok(co) => co,
-            Err(err) => panic!("{err}"),
+            Err(err) => spawn_failed(err),
         }
     }
 
@@ -85,12 +87,12 @@ impl Builder {
             mutex_pool_get(self.stack_size, self.guard)?
         } else if self.pooled {
             let pool = pool_for(self.guard);
-            let want = (usable_size(self.stack_size), self.guard);
             loop {
                 let body = pool.try_get_or_create(|| {
+                    set_caps_once();
                     Parked::new(self.stack_size, self.guard, Home::Pooled(pool))
                 })?;
-                if body.shape() == want {
+                if body.has_shape(self.stack_size, self.guard) {
                     break body;
                 }
                 pool.discard(body);
@@ -104,4 +106,10 @@ impl Builder {
         unsafe { (*body.inner()).entry.put(entry) };
         Ok(Coroutine::from_parked(body))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn spawn_failed(err: io::Error) -> ! {
+    panic!("{err}")
 }

@@ -68,6 +68,7 @@ impl Coroutine {
     ///
     /// Panics with the clear stack error (what ran out) if the kernel refuses
     /// a stack; [`try_new`](Coroutine::try_new) returns it instead.
+    #[inline]
     pub fn new(entry: impl FnOnce() + Send + 'static) -> Coroutine {
         Builder::new().spawn(entry)
     }
@@ -83,6 +84,7 @@ impl Coroutine {
     }
 
     /// Makes a handle for a body just taken from the pool (or made).
+    #[inline]
     pub(crate) fn from_parked(parked: Parked) -> Coroutine {
         let header = parked.into_raw();
         // SAFETY:
@@ -118,7 +120,9 @@ impl Coroutine {
     /// * "coroutine entered after it terminated" if it finished;
     /// * with the coroutine's own payload if its entry panicked (the body
     ///   goes back to the pool first, intact).
-    #[inline]
+    // Never inlined: the thread-local accesses below must not be merged with
+    // the caller's, whose frame may change thread across a yield (see tls.rs).
+    #[inline(never)]
     pub fn enter(&self) {
         let h = self.header();
         let idle = self.generation << 1;
@@ -128,13 +132,13 @@ impl Coroutine {
         {
             self.enter_refused();
         }
-        let prev = tls::replace_current(h);
+        let prev = tls::enter_replace_current(h);
         let inner = h.inner();
         // SAFETY:
         // * the CAS above gave us the RUNNING bit, hence the body; it was
         //   installed when this generation was created.
         let res = unsafe { (*inner).trampoline.resume(Cmd::Run) };
-        tls::set_current(prev);
+        tls::enter_restore_current(prev);
         match res {
             CoroutineResult::Yield(Event::Yielded) => {
                 // The coroutine is off its stack now: let anyone enter it.
@@ -265,6 +269,8 @@ impl fmt::Debug for Coroutine {
 /// # Panics
 ///
 /// "yield outside a coroutine" when called outside one.
+// The thread-local read goes through an `#[inline(never)]` accessor, so
+// inlining this into code that spans several yields is safe (see tls.rs).
 #[inline]
 pub fn yield_now() {
     let h = tls::current();

@@ -17,7 +17,7 @@ use std::sync::{Mutex, Once};
 use corral_pool::{Pool, PoolConfig, PoolStats};
 
 use crate::body::Parked;
-use crate::stack::{usable_size, GuardKind};
+use crate::stack::GuardKind;
 use crate::sys::max_map_count;
 
 /// Bytes of stack (address space reserved, mostly not resident) the
@@ -51,11 +51,10 @@ static MUTEX_POOL: Mutex<Vec<Parked>> = Mutex::new(Vec::new());
 
 /// Takes a body of the given shape from the mutex baseline pool, or makes one.
 pub(crate) fn mutex_pool_get(size: usize, kind: GuardKind) -> io::Result<Parked> {
-    let want = (usable_size(size), kind);
     loop {
         let body = MUTEX_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match body {
-            Some(body) if body.shape() == want => return Ok(body),
+            Some(body) if body.has_shape(size, kind) => return Ok(body),
             Some(other) => drop(other),
             None => return Parked::new(size, kind, Home::Mutex),
         }
@@ -86,15 +85,20 @@ impl Home {
     }
 }
 
-/// The pool of one guard kind, its caps set at first use.
+/// The pool of one guard kind.
 #[inline]
 pub(crate) fn pool_for(kind: GuardKind) -> &'static Pool<Parked> {
-    static CAPS: Once = Once::new();
-    CAPS.call_once(set_caps);
     match kind {
         GuardKind::Install => &INSTALL_POOL,
         GuardKind::Mprotect => &MPROTECT_POOL,
     }
+}
+
+/// Sets both pools' global caps; called before the first body is made
+/// (a pool can only hold bodies after one was made).
+pub(crate) fn set_caps_once() {
+    static CAPS: Once = Once::new();
+    CAPS.call_once(set_caps);
 }
 
 fn set_caps() {
@@ -121,5 +125,6 @@ pub fn pool_stats() -> PoolStats {
 
 /// Counters of the pool of one guard kind.
 pub fn pool_stats_for(kind: GuardKind) -> PoolStats {
+    set_caps_once();
     pool_for(kind).stats()
 }

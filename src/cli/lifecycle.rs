@@ -118,8 +118,9 @@ fn malloc128_once() {
     // SAFETY:
     // * malloc's result is checked for null before use;
     // * 128 bytes are written, inside the allocation, then it is freed once.
+    // `black_box` keeps the compiler from fusing malloc+memset into calloc.
     unsafe {
-        let p = libc::malloc(128).cast::<u8>();
+        let p = black_box(libc::malloc(128).cast::<u8>());
         if !p.is_null() {
             std::ptr::write_bytes(p, 0, 128);
             black_box(p);

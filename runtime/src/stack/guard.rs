@@ -30,6 +30,7 @@ pub enum GuardKind {
 impl GuardKind {
     /// The kind this process uses by default: `Install` where the kernel
     /// accepts `MADV_GUARD_INSTALL` (probed once), `Mprotect` otherwise.
+    #[inline]
     pub fn probed() -> GuardKind {
         if install_supported() {
             GuardKind::Install
@@ -82,21 +83,27 @@ impl FromStr for GuardKind {
 
 /// Whether `MADV_GUARD_INSTALL` works here. Probed once on a scratch mapping:
 /// EINVAL (an unknown advice) means the kernel predates 6.13.
+#[inline]
 pub fn install_supported() -> bool {
-    const UNKNOWN: u8 = 0;
-    const YES: u8 = 1;
-    const NO: u8 = 2;
-    static PROBED: AtomicU8 = AtomicU8::new(UNKNOWN);
     match PROBED.load(Ordering::Relaxed) {
         YES => true,
         NO => false,
-        _ => {
-            // Benign race: two threads may both probe; they get the same answer.
-            let ok = probe_install();
-            PROBED.store(if ok { YES } else { NO }, Ordering::Relaxed);
-            ok
-        }
+        _ => probe_once(),
     }
+}
+
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+static PROBED: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+#[cold]
+#[inline(never)]
+fn probe_once() -> bool {
+    // Benign race: two threads may both probe; they get the same answer.
+    let ok = probe_install();
+    PROBED.store(if ok { YES } else { NO }, Ordering::Relaxed);
+    ok
 }
 
 fn probe_install() -> bool {

@@ -135,11 +135,6 @@ pub(crate) struct Bounds {
 }
 
 impl Bounds {
-    /// Usable bytes (without the guard page).
-    pub(crate) fn size(&self) -> usize {
-        self.top - self.bottom - page_size()
-    }
-
     /// End of the guard page (first usable byte).
     pub(crate) fn guard_end(&self) -> usize {
         self.bottom + page_size()
