@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Compares corral with fio and qemu-img on 4 KiB reads at depth 64 from one file:
+# O_DIRECT (device-bound) and page-cache reads (CPU-bound), rounds interleaved, medians.
+# Random offsets for corral and fio; `qemu-img bench` only reads sequentially, so corral
+# also runs sequentially beside it (mode *-seq).
+#
+#   benches/compare.sh [FILE]        (default: target/compare-1g.img, created if missing)
+#   ROUNDS=5 COUNT_DIRECT=200000 COUNT_CACHED=1000000 benches/compare.sh
+#
+# Prints one table: engine, backend, mode, IOPS, CPU microseconds per request.
+# CPU per request: corral reports it (getrusage); fio from its usr/sys percentages;
+# qemu-img from the shell's `time`. Installs nothing: says how to get what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FILE=${1:-target/compare-1g.img}
+ROUNDS=${ROUNDS:-3}
+COUNT_DIRECT=${COUNT_DIRECT:-200000}
+COUNT_CACHED=${COUNT_CACHED:-1000000}
+DEPTH=64
+SIZE=4096
+
+missing=0
+for tool in fio qemu-img; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "compare.sh: $tool not found; install it with: apt-get install -y ${tool/qemu-img/qemu-utils}" >&2
+        missing=1
+    fi
+done
+[ "$missing" = 0 ] || exit 1
+
+cargo build --release --quiet
+CORRAL=${CARGO_TARGET_DIR:-target}/release/corral
+
+if [ ! -f "$FILE" ]; then
+    echo "compare.sh: creating $FILE (1 GiB)" >&2
+    mkdir -p "$(dirname "$FILE")"
+    dd if=/dev/urandom of="$FILE" bs=1M count=1024 status=none
+fi
+
+RESULTS=$(mktemp)
+trap 'rm -f "$RESULTS"' EXIT
+
+# One measurement: appends "engine backend mode iops cpu_us_per_req".
+run_corral() { # backend mode(direct|cached|direct-seq|cached-seq) count
+    local flags=(-c "$3" -d $DEPTH -s $SIZE --backend "$1" --json)
+    [[ "$2" = direct* ]] && flags+=(-n)
+    [[ "$2" = *-seq ]] || flags+=(--random)
+    local json
+    json=$("$CORRAL" bench "${flags[@]}" "$FILE" 2>/dev/null | tail -1)
+    local iops cpu
+    iops=$(sed -E 's/.*"iops":([0-9.]+).*/\1/' <<<"$json")
+    cpu=$(sed -E 's/.*"cpu_us_per_req":([0-9.]+).*/\1/' <<<"$json")
+    echo "corral $1 $2 $iops $cpu" >>"$RESULTS"
+}
+
+run_fio() { # ioengine mode count
+    local direct=0
+    [ "$2" = direct ] && direct=1
+    fio --name=compare --filename="$FILE" --rw=randread --bs=$SIZE --iodepth=$DEPTH \
+        --ioengine="$1" --direct=$direct --invalidate=0 --number_ios="$3" --size=1G \
+        --output-format=terse --terse-version=3 2>/dev/null |
+        awk -F';' -v e="$1" -v m="$2" '{ printf "fio %s %s %s %.4f\n", e, m, $8, ($88 + $89) / 100 / $8 * 1e6 }' >>"$RESULTS"
+}
+
+run_qemu() { # aio mode count
+    local cache=writeback
+    [[ "$2" = direct* ]] && cache=none
+    local out times
+    TIMEFORMAT='%U %S'
+    { time qemu-img bench -f raw -t $cache -i "$1" -c "$3" -d $DEPTH -s $SIZE "$FILE" >"$RESULTS.q" 2>&1; } 2>"$RESULTS.t"
+    out=$(grep -Eo 'completed in [0-9.]+' "$RESULTS.q" | awk '{print $3}')
+    times=$(tail -1 "$RESULTS.t")
+    awk -v a="$1" -v m="$2" -v c="$3" -v s="$out" -v t="$times" \
+        'BEGIN { split(t, u, " "); printf "qemu-img %s %s %.1f %.4f\n", a, m, c / s, (u[1] + u[2]) * 1e6 / c }' >>"$RESULTS"
+    rm -f "$RESULTS.q" "$RESULTS.t"
+}
+
+for round in $(seq "$ROUNDS"); do
+    echo "compare.sh: round $round of $ROUNDS" >&2
+    for backend in linux-aio io-uring; do run_corral $backend direct "$COUNT_DIRECT"; done
+    for engine in libaio io_uring; do run_fio $engine direct "$COUNT_DIRECT"; done
+    run_corral io-uring direct-seq "$COUNT_DIRECT"
+    for aio in native io_uring; do run_qemu $aio direct-seq "$COUNT_DIRECT"; done
+    cat "$FILE" >/dev/null # warm the page cache
+    for backend in linux-aio io-uring threads; do run_corral $backend cached "$COUNT_CACHED"; done
+    for engine in libaio io_uring; do run_fio $engine cached "$COUNT_CACHED"; done
+    run_corral io-uring cached-seq "$COUNT_CACHED"
+    for aio in threads io_uring; do run_qemu $aio cached-seq "$COUNT_CACHED"; done
+done
+
+echo
+echo "4 KiB reads (random unless *-seq), depth $DEPTH, $ROUNDS interleaved rounds, medians ($FILE)"
+printf '%-9s %-10s %-10s %10s %14s\n' engine backend mode IOPS "CPU us/req"
+sort -k3,3 -k1,1 -k2,2 "$RESULTS" | awk '
+    function median(s,   n, a, i, j, t) {
+        n = split(s, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { key = $1 " " $2 " " $3; if (!(key in iops)) order[++k] = key; iops[key] = iops[key] " " $4; cpu[key] = cpu[key] " " $5 }
+    END { for (i = 1; i <= k; i++) { split(order[i], f, " "); printf "%-9s %-10s %-10s %10.0f %14.3f\n", f[1], f[2], f[3], median(iops[order[i]]), median(cpu[order[i]]) } }'
