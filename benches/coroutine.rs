@@ -21,20 +21,7 @@ fn lifecycle(c: &mut Criterion) {
         b.iter(|| unpooled.spawn(|| black_box(())).enter())
     });
     group.bench_function("malloc+memset+free 128 B", |b| {
-        b.iter(|| {
-            // SAFETY:
-            // * malloc's result is checked for null; 128 bytes are written
-            //   inside the allocation, which is then freed once.
-            // `black_box` keeps the compiler from fusing malloc+memset into calloc.
-            unsafe {
-                let p = black_box(libc::malloc(128).cast::<u8>());
-                if !p.is_null() {
-                    std::ptr::write_bytes(p, 0, 128);
-                    black_box(p);
-                    libc::free(p.cast());
-                }
-            }
-        })
+        b.iter(corral::runtime::baseline::malloc_memset_free_128)
     });
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();

@@ -67,6 +67,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod baseline;
 mod body;
 mod builder;
 mod coroutine;

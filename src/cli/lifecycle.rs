@@ -62,7 +62,7 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
     for _ in 0..5 {
         pooled.push(per_op(iters, || pooled_once(builder))?);
         malloc.push(per_op(iters, || {
-            malloc128_once();
+            corral_runtime::baseline::malloc_memset_free_128();
             Ok(())
         })?);
     }
@@ -111,22 +111,6 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
 #[inline(never)]
 fn pooled_once(builder: Builder) -> io::Result<()> {
     builder.try_spawn(|| black_box(())).map(|co| co.enter())
-}
-
-#[inline(never)]
-fn malloc128_once() {
-    // SAFETY:
-    // * malloc's result is checked for null before use;
-    // * 128 bytes are written, inside the allocation, then it is freed once.
-    // `black_box` keeps the compiler from fusing malloc+memset into calloc.
-    unsafe {
-        let p = black_box(libc::malloc(128).cast::<u8>());
-        if !p.is_null() {
-            std::ptr::write_bytes(p, 0, 128);
-            black_box(p);
-            libc::free(p.cast());
-        }
-    }
 }
 
 /// Runs `op` `n` times (after a short warm-up) and returns ns per call.
