@@ -57,6 +57,15 @@ enum Mode {
     Heap,
 }
 
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Pooled => "pooled",
+            Mode::Heap => "heap",
+        }
+    }
+}
+
 /// Offsets wrap at this size on the null backends (no file to bound them).
 const NULL_SPAN: u64 = 1 << 30;
 
@@ -246,6 +255,14 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             ))
         }
     };
+    if let Some((_, align)) = dev.alignment() {
+        if args.size % align != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--direct needs --size to be a multiple of {align} bytes on this file"),
+            ));
+        }
+    }
     let pattern = format!(
         "{} {} {}",
         if args.write { "write" } else { "read" },
@@ -253,8 +270,10 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         if args.direct { "O_DIRECT" } else { "buffered" }
     );
     eprintln!(
-        "corral bench: {count} requests, {} bytes each, {} in flight, {pattern}, backend {backend}, mode {:?}",
-        args.size, args.depth, args.mode
+        "corral bench: {count} requests, {} bytes each, {} in flight, {pattern}, backend {backend}, mode {}",
+        args.size,
+        args.depth,
+        args.mode.name()
     );
     let depth = args.depth.min(count.max(1) as usize);
     RUN.with(|run| {
@@ -388,10 +407,7 @@ fn report(
     let us = |q: f64| run.latency.value_at_quantile(q) as f64 / 1000.0;
     let (user, sys) = (cpu.0.as_secs_f64(), cpu.1.as_secs_f64());
     let per_req = |s: f64| s * 1e6 / requests as f64;
-    let mode = match args.mode {
-        Mode::Pooled => "pooled",
-        Mode::Heap => "heap",
-    };
+    let mode = args.mode.name();
     println!("requests      {requests} ({} failed)", run.errors);
     println!("seconds       {seconds:.3}");
     println!("requests/s    {iops:.0}");
