@@ -73,8 +73,18 @@ pub(crate) struct Header {
     inner: UnsafeCell<MaybeUninit<Inner>>,
 }
 
+const _: () = assert!(
+    std::mem::size_of::<Header>() == 256,
+    "a header is four cache lines"
+);
+
 /// The parts of a body used only by whoever owns it: the pool, the creator
 /// before the first enter, or the thread holding the RUNNING bit.
+///
+/// `repr(C)`, hot fields first: with the header's words, the trampoline's
+/// stack pointer and the entry slot share the first two cache lines, so a
+/// coroutine created on one thread and entered on another moves two lines.
+#[repr(C)]
 pub(crate) struct Inner {
     pub(crate) trampoline: Trampoline,
     /// Valid once the trampoline has started; lives on the coroutine's stack.
