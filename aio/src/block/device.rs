@@ -279,14 +279,14 @@ impl BlockDevice {
         if len == 0 && op != Op::Flush {
             return Ok(0);
         }
-        let req = Request::new(op, self.inner.fd, offset, iov, iovcnt, len, Some(co));
+        let fd = self.inner.fd;
         match self.inner.alloc {
             AllocMode::Pooled => {
-                let mut req = req;
+                let mut req = Request::new(op, fd, offset, iov, iovcnt, len, Some(co));
                 self.submit_and_wait(NonNull::from(&mut req))
             }
             AllocMode::Heap => {
-                let mut req = Box::new(req);
+                let mut req = Box::new(Request::new(op, fd, offset, iov, iovcnt, len, Some(co)));
                 self.submit_and_wait(NonNull::from(&mut *req))
             }
         }

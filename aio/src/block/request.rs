@@ -8,6 +8,7 @@
 use super::linux_aio::sys::Iocb;
 use corral_runtime::Coroutine;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
 
@@ -40,8 +41,9 @@ pub struct Request {
     waiter: Option<Coroutine>,
     /// Intrusive link for the queues of backends (pending submissions, BH completions).
     pub(crate) next: Cell<*mut Request>,
-    /// The linux-aio control block lives here so that submitting allocates nothing.
-    pub(crate) iocb: Iocb,
+    /// The linux-aio control block lives here so that submitting allocates nothing; only
+    /// that backend fills it (left uninitialised, it costs the other paths nothing).
+    pub(crate) iocb: MaybeUninit<Iocb>,
 }
 
 impl Request {
@@ -66,7 +68,7 @@ impl Request {
             result: Cell::new(None),
             waiter,
             next: Cell::new(ptr::null_mut()),
-            iocb: Iocb::default(),
+            iocb: MaybeUninit::uninit(),
         }
     }
 

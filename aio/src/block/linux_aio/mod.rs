@@ -163,7 +163,7 @@ fn prepare(req: NonNull<Request>, eventfd: i32) {
             Op::Write => (sys::IOCB_CMD_PWRITEV, iov as u64, iovcnt as u64),
             Op::Flush => (sys::IOCB_CMD_FDSYNC, 0, 0),
         };
-        (*r).iocb = Iocb {
+        (*r).iocb.write(Iocb {
             aio_data: r as u64,
             aio_lio_opcode: opcode,
             aio_fildes: (*r).fd as u32,
@@ -173,7 +173,7 @@ fn prepare(req: NonNull<Request>, eventfd: i32) {
             aio_flags: sys::IOCB_FLAG_RESFD,
             aio_resfd: eventfd as u32,
             ..Iocb::default()
-        };
+        });
     }
 }
 
@@ -272,7 +272,8 @@ impl Shared {
                         break;
                     };
                     // SAFETY: a queued request is valid; its iocb stays put until completion.
-                    iocbs[n] = unsafe { std::ptr::addr_of_mut!((*req.as_ptr()).iocb) };
+                    iocbs[n] =
+                        unsafe { std::ptr::addr_of_mut!((*req.as_ptr()).iocb) }.cast::<Iocb>();
                     n += 1;
                 }
                 if n == 0 {
