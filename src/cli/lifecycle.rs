@@ -66,6 +66,22 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
             Ok(())
         })?);
     }
+    // An entry too large for the inline slot (INLINE_ENTRY_BYTES) is boxed:
+    // what a heap allocation per coroutine would cost.
+    let big = [7u8; 2 * corral_runtime::INLINE_ENTRY_BYTES];
+    let boxed = median(
+        (0..3)
+            .map(|_| {
+                per_op(iters / 2, || {
+                    builder
+                        .try_spawn(move || {
+                            black_box(&big);
+                        })
+                        .map(|co| co.enter())
+                })
+            })
+            .collect::<io::Result<Vec<f64>>>()?,
+    );
     let unpooled_builder = builder.pooled(false);
     let unpooled = per_op(unpooled_iters, || {
         unpooled_builder
@@ -83,8 +99,9 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
         "malloc+memset+free 128 B         {malloc:9.1} ns  (pooled/malloc = {:.2})",
         pooled / malloc
     );
+    println!("pooled, entry boxed (> inline)   {boxed:9.1} ns  (a heap allocation per coroutine)");
     let mut json = format!(
-        "{{\"guard\":\"{guard}\",\"stack_size\":{},\"pooled_ns\":{pooled:.2},\"unpooled_ns\":{unpooled:.2},\"malloc128_ns\":{malloc:.2}",
+        "{{\"guard\":\"{guard}\",\"stack_size\":{},\"pooled_ns\":{pooled:.2},\"unpooled_ns\":{unpooled:.2},\"malloc128_ns\":{malloc:.2},\"pooled_boxed_entry_ns\":{boxed:.2}",
         args.stack_size
     );
     if args.cross_thread {
@@ -141,7 +158,7 @@ struct Ring {
     tail: Padded,
 }
 
-const RING: usize = 4096;
+const RING: usize = 256;
 
 /// ns per coroutine (wall time) when the main thread creates `n` coroutines
 /// and another thread enters each to termination (so bodies are taken on one
@@ -155,35 +172,37 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
         let (ring, stop) = (ring.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut head = 0;
-            let mut tail = 0;
-            let mut spins = 0;
-            loop {
-                if head == tail {
-                    tail = ring.tail.0.load(Ordering::Acquire);
+        std::thread::Builder::new()
+            .name("lifecycle-consumer".into())
+            .spawn(move || {
+                let mut head = 0;
+                let mut tail = 0;
+                let mut spins = 0;
+                loop {
                     if head == tail {
-                        if stop.load(Ordering::Acquire)
-                            && ring.tail.0.load(Ordering::Acquire) == head
-                        {
-                            return;
+                        tail = ring.tail.0.load(Ordering::Acquire);
+                        if head == tail {
+                            if stop.load(Ordering::Acquire)
+                                && ring.tail.0.load(Ordering::Acquire) == head
+                            {
+                                return;
+                            }
+                            backoff(&mut spins);
+                            continue;
                         }
-                        backoff(&mut spins);
-                        continue;
                     }
+                    let word = ring.slots[head % RING].load(Ordering::Relaxed);
+                    // SAFETY:
+                    // * the word was made by `into_raw` on the producer side.
+                    let co = unsafe {
+                        Coroutine::from_raw(std::ptr::NonNull::new_unchecked(word as *mut _))
+                    };
+                    co.enter();
+                    spins = 0;
+                    head += 1;
+                    ring.head.0.store(head, Ordering::Release);
                 }
-                let word = ring.slots[head % RING].load(Ordering::Relaxed);
-                // SAFETY:
-                // * the word was made by `into_raw` on the producer side.
-                let co = unsafe {
-                    Coroutine::from_raw(std::ptr::NonNull::new_unchecked(word as *mut _))
-                };
-                co.enter();
-                spins = 0;
-                head += 1;
-                ring.head.0.store(head, Ordering::Release);
-            }
-        })
+            })?
     };
     let produce = |count: usize, tail: &mut usize| -> io::Result<()> {
         let mut head = ring.head.0.load(Ordering::Acquire);
