@@ -128,3 +128,23 @@ pub fn pool_stats_for(kind: GuardKind) -> PoolStats {
     set_caps_once();
     pool_for(kind).stats()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_follow_the_guard_kind() {
+        set_caps_once();
+        let maps_rule = max_map_count().saturating_sub(5000) / 2;
+        let mprotect = MPROTECT_POOL.config().global_cap;
+        assert!(
+            mprotect <= maps_rule,
+            "{mprotect} > (max_map_count - 5000) / 2 = {maps_rule}"
+        );
+        assert!(mprotect > 0);
+        let install = INSTALL_POOL.config().global_cap;
+        assert!(install * crate::stack::DEFAULT_STACK_SIZE <= INSTALL_POOL_CAP_BYTES);
+        assert!(install > 0);
+    }
+}

@@ -238,3 +238,69 @@ fn words_reset_on_create() {
     assert_eq!(next.user_word().load(Ordering::SeqCst), 0);
     next.enter();
 }
+
+/// Entry closures larger than the inline slot are boxed and still run once;
+/// captured values are dropped when the entry has run (nothing leaks).
+#[test]
+fn large_and_small_entries_run_once_and_drop_their_captures() {
+    let token = Arc::new(());
+    let big = [3u8; 4 * corral_runtime::INLINE_ENTRY_BYTES];
+    let sum = Arc::new(AtomicUsize::new(0));
+    let (t, s) = (token.clone(), sum.clone());
+    let co = Coroutine::new(move || {
+        let _keep = &t;
+        s.fetch_add(big.iter().map(|&b| b as usize).sum(), Ordering::SeqCst);
+    });
+    assert_eq!(Arc::strong_count(&token), 2);
+    co.enter();
+    assert_eq!(
+        sum.load(Ordering::SeqCst),
+        3 * 4 * corral_runtime::INLINE_ENTRY_BYTES
+    );
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "the boxed entry's captures were dropped"
+    );
+    let t = token.clone();
+    Coroutine::new(move || drop(t)).enter();
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "the inline entry's captures were dropped"
+    );
+}
+
+/// Both guard kinds, pooled, unpooled and the mutex baseline pool run the
+/// same lifecycle.
+#[test]
+fn every_body_source_runs_the_lifecycle() {
+    use corral_runtime::{Builder, GuardKind};
+    let mut kinds = vec![GuardKind::Mprotect];
+    if corral_runtime::install_supported() {
+        kinds.push(GuardKind::Install);
+    } else {
+        eprintln!("install guard kind not tested: no MADV_GUARD_INSTALL on this kernel");
+    }
+    for kind in kinds {
+        for builder in [
+            Builder::new().guard(kind),
+            Builder::new().guard(kind).pooled(false),
+            Builder::new().guard(kind).mutex_pool(),
+            Builder::new().guard(kind).stack_size(64 * 1024),
+        ] {
+            let steps = Arc::new(AtomicU32::new(0));
+            let s = steps.clone();
+            let co = builder.spawn(move || {
+                s.fetch_add(1, Ordering::SeqCst);
+                yield_now();
+                s.fetch_add(1, Ordering::SeqCst);
+            });
+            co.enter();
+            assert_eq!(steps.load(Ordering::SeqCst), 1);
+            co.enter();
+            assert_eq!(steps.load(Ordering::SeqCst), 2, "{builder:?}");
+            assert!(co.is_terminated());
+        }
+    }
+}
