@@ -19,7 +19,7 @@ use super::{Backend, BackendStats};
 use crate::{AioContext, Bh};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
@@ -44,6 +44,9 @@ struct Shared {
 
 struct State {
     ring: IoUring,
+    /// The fd registered as fixed file 0, if any.
+    fixed_fd: Option<RawFd>,
+    fixed_tried: bool,
     /// Waiting for room in the rings.
     pending: RequestQueue,
     /// In the submission ring or the kernel, not completed.
@@ -76,6 +79,8 @@ impl IoUringBackend {
         let ring_fd = ring.as_raw_fd();
         let state = State {
             ring,
+            fixed_fd: None,
+            fixed_tried: false,
             pending: RequestQueue::default(),
             in_kernel: 0,
             unsubmitted: 0,
@@ -134,10 +139,13 @@ impl Drop for IoUringBackend {
 }
 
 /// The SQE for what is left of `req` (all of it unless a short transfer was resubmitted).
-fn sqe_for(req: NonNull<Request>) -> squeue::Entry {
+fn sqe_for(req: NonNull<Request>, fixed_fd: Option<RawFd>) -> squeue::Entry {
     // SAFETY: `req` is in flight and owned by the backend; its coroutine does not touch it.
     let r = unsafe { req.as_ref() };
-    let fd = types::Fd(r.fd);
+    // The device's fd is registered at index 0: naming it by index (`FIXED_FILE`) spares
+    // the kernel a file-table lookup and a reference count per request.
+    let fixed = fixed_fd == Some(r.fd);
+    let fd = types::Fd(if fixed { 0 } else { r.fd });
     let offset = r.offset + r.done_bytes as u64;
     let entry = match r.op {
         Op::Flush => opcode::Fsync::new(fd)
@@ -174,14 +182,29 @@ fn sqe_for(req: NonNull<Request>) -> squeue::Entry {
             }
         }
     };
-    entry.user_data(req.as_ptr() as u64)
+    let entry = entry.user_data(req.as_ptr() as u64);
+    if fixed {
+        entry.flags(squeue::Flags::FIXED_FILE)
+    } else {
+        entry
+    }
 }
 
 impl State {
     /// Pushes `req` into the submission ring if there is room, else queues it.
     fn enqueue(&mut self, req: NonNull<Request>) {
         if self.in_kernel < CQ_ENTRIES {
-            let entry = sqe_for(req);
+            if !self.fixed_tried {
+                // One file per device: register the first fd seen. Refused (old kernel,
+                // limits): requests name the fd as usual.
+                self.fixed_tried = true;
+                // SAFETY: `req` is in flight (caller's contract).
+                let fd = unsafe { req.as_ref() }.fd;
+                if self.ring.submitter().register_files(&[fd]).is_ok() {
+                    self.fixed_fd = Some(fd);
+                }
+            }
+            let entry = sqe_for(req, self.fixed_fd);
             // SAFETY: the SQE's buffers and iovecs belong to an in-flight request and stay
             // valid until its completion is reaped.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
