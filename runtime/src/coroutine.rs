@@ -120,17 +120,31 @@ impl Coroutine {
     /// * "coroutine entered after it terminated" if it finished;
     /// * with the coroutine's own payload if its entry panicked (the body
     ///   goes back to the pool first, intact).
+    #[inline]
+    pub fn enter(&self) {
+        if let Err(err) = self.try_enter() {
+            enter_refused(err);
+        }
+    }
+
+    /// Like [`enter`](Coroutine::enter), but a coroutine that cannot be
+    /// entered is reported as a value instead of a panic. A panic inside the
+    /// coroutine still resurfaces here.
     // Never inlined: the thread-local accesses below must not be merged with
     // the caller's, whose frame may change thread across a yield (see tls.rs).
     #[inline(never)]
-    pub fn enter(&self) {
+    pub fn try_enter(&self) -> Result<(), EnterError> {
         let h = self.header();
         let idle = self.generation << 1;
-        if h.state
-            .compare_exchange(idle, idle | RUNNING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        if let Err(state) =
+            h.state
+                .compare_exchange(idle, idle | RUNNING, Ordering::Acquire, Ordering::Relaxed)
         {
-            self.enter_refused();
+            return Err(if state >> 1 != self.generation {
+                EnterError::Terminated
+            } else {
+                EnterError::Running
+            });
         }
         let prev = tls::enter_replace_current(h);
         let inner = h.inner();
@@ -147,6 +161,7 @@ impl Coroutine {
             CoroutineResult::Yield(Event::Finished(payload)) => self.finish(true, payload),
             CoroutineResult::Return(payload) => self.finish(false, payload),
         }
+        Ok(())
     }
 
     /// Bumps the generation, gives the body back (pool) or destroys it, then
@@ -173,34 +188,28 @@ impl Coroutine {
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn enter_refused(&self) -> ! {
-        let state = self.header().state.load(Ordering::Acquire);
-        if state >> 1 != self.generation {
-            panic!("coroutine entered after it terminated");
-        }
-        panic!("coroutine re-entered recursively");
-    }
-
     /// Whether the coroutine's entry has returned (or panicked).
+    #[inline]
     pub fn is_terminated(&self) -> bool {
         self.header().generation() != self.generation
     }
 
     /// QEMU's `qemu_coroutine_entered`: true while the coroutine runs,
     /// including while it is suspended inside a nested `enter` of another.
+    #[inline]
     pub fn entered(&self) -> bool {
         self.header().state.load(Ordering::Acquire) == (self.generation << 1 | RUNNING)
     }
 
     /// The event loop's words of this coroutine (see [`EventLoopWords`]).
+    #[inline]
     pub fn event_loop_words(&self) -> &EventLoopWords {
         &self.header().words
     }
 
     /// One word for an embedder (for example a C binding's per-coroutine
     /// pointer); 0 when the coroutine is created.
+    #[inline]
     pub fn user_word(&self) -> &AtomicUsize {
         &self.header().user_word
     }
@@ -210,6 +219,7 @@ impl Coroutine {
     /// bits the header's alignment and the address space leave free, so
     /// [`from_raw`](Coroutine::from_raw) still detects a stale handle unless
     /// its slot was reused 2^24 times in between.
+    #[inline]
     pub fn into_raw(self) -> NonNull<std::ffi::c_void> {
         let addr = self.header.as_ptr() as usize;
         assert!(
@@ -227,6 +237,7 @@ impl Coroutine {
     ///
     /// * `raw` must come from `into_raw` in this process (any generation:
     ///   a stale one is detected as described there).
+    #[inline]
     pub unsafe fn from_raw(raw: NonNull<std::ffi::c_void>) -> Coroutine {
         let word = raw.as_ptr() as usize;
         let addr = word & ((1 << ADDR_BITS) - 1) & !LOW_MASK;
@@ -241,6 +252,44 @@ impl Coroutine {
         Coroutine { header, generation }
     }
 }
+
+/// Why [`Coroutine::try_enter`] could not enter a coroutine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnterError {
+    /// It is running (entered and not yet yielded), here or on another thread.
+    Running,
+    /// Its entry returned (or panicked); the handle is stale.
+    Terminated,
+}
+
+impl fmt::Display for EnterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EnterError::Running => "coroutine re-entered recursively",
+            EnterError::Terminated => "coroutine entered after it terminated",
+        })
+    }
+}
+
+impl std::error::Error for EnterError {}
+
+#[cold]
+#[inline(never)]
+fn enter_refused(err: EnterError) -> ! {
+    panic!("{err}")
+}
+
+/// [`try_yield_now`] was called outside a coroutine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotInCoroutine;
+
+impl fmt::Display for NotInCoroutine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("yield outside a coroutine")
+    }
+}
+
+impl std::error::Error for NotInCoroutine {}
 
 const ADDR_BITS: u32 = 48;
 const LOW_BITS: u32 = 8; // Header is 256-byte aligned.
@@ -263,19 +312,28 @@ impl fmt::Debug for Coroutine {
 /// When the coroutine is entered again (possibly from another thread) this
 /// returns there. Do not keep references to thread-locals, or thread-bound
 /// values such as an `Rc` shared with the thread, across this call if the
-/// coroutine may be entered from another thread (see the `tls` notes in the
-/// crate docs).
+/// coroutine may be entered from another thread (see the crate docs).
 ///
 /// # Panics
 ///
 /// "yield outside a coroutine" when called outside one.
 // The thread-local read goes through an `#[inline(never)]` accessor, so
-// inlining this into code that spans several yields is safe (see tls.rs).
+// inlining this into code that spans several yields is safe (see tls.rs);
+// and inlining matters: every frame between the entry and the switch costs
+// mispredicted returns.
 #[inline]
 pub fn yield_now() {
+    if try_yield_now().is_err() {
+        yield_outside();
+    }
+}
+
+/// Like [`yield_now`], returning [`NotInCoroutine`] outside a coroutine.
+#[inline]
+pub fn try_yield_now() -> Result<(), NotInCoroutine> {
     let h = tls::current();
     if h.is_null() {
-        yield_outside();
+        return Err(NotInCoroutine);
     }
     // SAFETY:
     // * a non-null current header is the coroutine running on this thread:
@@ -286,15 +344,17 @@ pub fn yield_now() {
         matches!(cmd, Cmd::Run),
         "a yielded coroutine is only ever resumed to run"
     );
+    Ok(())
 }
 
 #[cold]
 #[inline(never)]
 fn yield_outside() -> ! {
-    panic!("yield outside a coroutine")
+    panic!("{NotInCoroutine}")
 }
 
 /// The running coroutine (the innermost when nested), `None` outside.
+#[inline]
 pub fn current() -> Option<Coroutine> {
     let h = NonNull::new(tls::current().cast_mut())?;
     // SAFETY:
@@ -308,6 +368,7 @@ pub fn current() -> Option<Coroutine> {
 }
 
 /// Whether the caller runs inside a coroutine.
+#[inline]
 pub fn in_coroutine() -> bool {
     !tls::current().is_null()
 }

@@ -79,7 +79,10 @@ mod sys;
 mod tls;
 
 pub use builder::Builder;
-pub use coroutine::{current, in_coroutine, yield_now, Coroutine, EventLoopWords};
+pub use coroutine::{
+    current, in_coroutine, try_yield_now, yield_now, Coroutine, EnterError, EventLoopWords,
+    NotInCoroutine,
+};
 pub use entry::INLINE_ENTRY_BYTES;
 pub use pool::{install_cap, mprotect_cap, pool_stats, pool_stats_for, INSTALL_POOL_CAP_BYTES};
 pub use stack::{

@@ -72,3 +72,26 @@ fn panic_through_nested_coroutines() {
     assert_eq!(err.downcast_ref::<&str>(), Some(&"inner failed"));
     assert!(outer.is_terminated());
 }
+
+#[test]
+fn try_forms_report_instead_of_panicking() {
+    use corral_runtime::{try_yield_now, EnterError, NotInCoroutine};
+    assert_eq!(try_yield_now(), Err(NotInCoroutine));
+    let inner_result = Arc::new(Mutex::new(None));
+    let r = inner_result.clone();
+    let co = Coroutine::new(move || {
+        *r.lock().unwrap() = Some(current().unwrap().try_enter());
+        try_yield_now().unwrap();
+    });
+    assert_eq!(co.try_enter(), Ok(()));
+    assert_eq!(
+        *inner_result.lock().unwrap(),
+        Some(Err(EnterError::Running))
+    );
+    assert_eq!(co.try_enter(), Ok(()));
+    assert_eq!(co.try_enter(), Err(EnterError::Terminated));
+    assert_eq!(
+        EnterError::Terminated.to_string(),
+        "coroutine entered after it terminated"
+    );
+}
