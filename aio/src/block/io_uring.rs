@@ -282,11 +282,12 @@ impl Shared {
         self.state.with(|s| s.plugged -= 1);
     }
 
-    /// Moves queued requests into the ring and calls `io_uring_enter` once for all of them.
+    /// Moves queued requests into the ring and calls `io_uring_enter` once for all of them;
+    /// returns how many the kernel took. What it could not take goes with a later flush.
     fn flush(&self) -> usize {
-        let retry = self.state.with(|s| {
+        let (taken, retry) = self.state.with(|s| {
             if s.plugged > 0 {
-                return None;
+                return (0, false);
             }
             while s.in_kernel < CQ_ENTRIES && !s.ring.submission().is_full() {
                 let Some(req) = s.pending.pop_front() else {
@@ -295,7 +296,7 @@ impl Shared {
                 s.enqueue(req);
             }
             if s.unsubmitted == 0 {
-                return Some(0);
+                return (0, false);
             }
             loop {
                 s.stats.submit_calls += 1;
@@ -303,22 +304,20 @@ impl Shared {
                     Ok(n) => {
                         s.unsubmitted = s.unsubmitted.saturating_sub(n);
                         s.stats.submitted += n as u64;
-                        return Some(n);
+                        // A partial submit leaves SQEs in the ring: retry from a bottom half.
+                        return (n, s.unsubmitted > 0);
                     }
                     Err(err) if err.raw_os_error() == Some(libc::EINTR) => continue,
                     // EAGAIN/EBUSY: the kernel is short of resources or completions must be
                     // reaped first; the SQEs stay in the ring and go with the next flush.
-                    Err(_) => return None,
+                    Err(_) => return (0, true),
                 }
             }
         });
-        match retry {
-            Some(n) => n,
-            None => {
-                self.schedule_flush();
-                0
-            }
+        if retry {
+            self.schedule_flush();
         }
+        taken
     }
 
     fn schedule_flush(&self) {
