@@ -231,6 +231,14 @@ impl Parked {
         inner.requested_size == size && inner.bounds.kind == kind
     }
 
+    /// Guard kind of the body's stack.
+    #[inline]
+    pub(crate) fn kind(&self) -> GuardKind {
+        // SAFETY:
+        // * we own the body; `bounds` is plain data set at creation.
+        unsafe { (*self.inner()).bounds.kind }
+    }
+
     /// The release hook: if the last entries used the stack below the
     /// trampoline's kept pages (canary overwritten), give the deep pages back.
     pub(crate) fn trim(&mut self) {

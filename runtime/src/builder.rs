@@ -4,6 +4,7 @@ use std::io;
 
 use crate::body::Parked;
 use crate::coroutine::Coroutine;
+use crate::hot;
 use crate::pool::{mutex_pool_get, pool_for, set_caps_once, Home};
 use crate::stack::{GuardKind, DEFAULT_STACK_SIZE};
 
@@ -85,6 +86,12 @@ impl Builder {
     pub fn try_spawn(self, entry: impl FnOnce() + Send + 'static) -> io::Result<Coroutine> {
         let body = if self.mutex_pool {
             mutex_pool_get(self.stack_size, self.guard)?
+        } else if let Some(body) = self
+            .pooled
+            .then(|| hot::take(self.guard, self.stack_size))
+            .flatten()
+        {
+            body
         } else if self.pooled {
             let pool = pool_for(self.guard);
             loop {

@@ -15,7 +15,9 @@
 //!   loop that runs one entry after another: creating one takes a body from
 //!   the thread's pool list and stores the entry closure inline (no heap
 //!   allocation for closures up to [`INLINE_ENTRY_BYTES`]), terminating puts
-//!   it back. No stack is re-initialised per use.
+//!   it back. No stack is re-initialised per use. The body that just
+//!   terminated waits in a one-body thread-local slot for the next create on
+//!   that thread; everything else goes through the pool (see [`pool_stats`]).
 //! * **Stacks at scale.** [`Stack`] maps with `MAP_NORESERVE` and a guard page
 //!   made with `MADV_GUARD_INSTALL` (Linux 6.13+: no mapping of its own, so
 //!   neighbouring stacks merge into one VMA) or `mprotect` elsewhere
@@ -72,6 +74,7 @@ mod body;
 mod builder;
 mod coroutine;
 mod entry;
+mod hot;
 mod overflow;
 mod pool;
 mod stack;

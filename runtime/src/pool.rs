@@ -6,6 +6,12 @@
 //! * Installed guards cost no mapping; that pool is capped by bytes of
 //!   stack: [`INSTALL_POOL_CAP_BYTES`] divided by the stack size.
 //!
+//! In front of each pool sits a one-body slot per thread (`hot.rs`): the body
+//! a coroutine just released is what the next create on that thread takes.
+//! [`pool_stats`] folds the slots into the counters (hits are `reused`,
+//! bodies waiting there are `pooled`), so the pool's invariants hold for the
+//! runtime as a whole.
+//!
 //! A body leaving a thread for the global list goes through the release
 //! hook, which gives back the deep pages of a stack that was used deeply
 //! (see `Parked::trim`). The hook runs once per object moved in a batch or at
@@ -70,7 +76,12 @@ impl Home {
     #[inline]
     pub(crate) fn give_back(self, body: Parked) {
         match self {
-            Home::Pooled(pool) => pool.put(body),
+            Home::Pooled(pool) => {
+                let kind = body.kind();
+                if let Some(body) = crate::hot::stash(body, kind) {
+                    pool.put(body);
+                }
+            }
             Home::Mutex => {
                 let mut pool = MUTEX_POOL.lock().unwrap_or_else(|e| e.into_inner());
                 if pool.len() < PoolConfig::DEFAULT.global_cap {
@@ -126,7 +137,9 @@ pub fn pool_stats() -> PoolStats {
 /// Counters of the pool of one guard kind.
 pub fn pool_stats_for(kind: GuardKind) -> PoolStats {
     set_caps_once();
-    pool_for(kind).stats()
+    let mut stats = pool_for(kind).stats();
+    crate::hot::fold_into(&mut stats, kind);
+    stats
 }
 
 #[cfg(test)]
