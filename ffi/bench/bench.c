@@ -9,9 +9,10 @@
  *   ucontext_switch_ns the same with glibc swapcontext both ways
  *   sigjmp_switch_ns   the same with sigsetjmp/siglongjmp (QEMU's ucontext backend)
  *
- * Each figure is the best of REPS timed loops (the least disturbed one on a
- * shared machine); the Rust and C lifecycle loops alternate so that both see
- * the same machine. The last line is one JSON object.
+ * Each figure is the best of ROUNDS short timed loops: on a shared machine the
+ * least disturbed loop is the closest to the real cost, and short loops make
+ * it likely that one of them ran undisturbed. All variants alternate within
+ * each round, so they see the same machine. The last line is one JSON object.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -20,7 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { REPS = 7 };
+enum { ROUNDS = 40 };
 
 static void empty_body(void *opaque)
 {
@@ -75,13 +76,13 @@ static double min2(double a, double b)
 
 int main(void)
 {
-    const uint64_t lifecycles = 2000000, switches = 5000000, uc_switches = 200000;
+    const uint64_t lifecycles = 200000, switches = 500000, uc_switches = 20000;
     double c_life = 1e30, rust_life = 1e30, c_switch = 1e30, rust_switch = 1e30, uc = 1e30,
            sj = 1e30;
 
-    c_lifecycle_ns(lifecycles / 10); /* warm the pools and caches */
-    corral_bench_rust_lifecycle_ns(lifecycles / 10);
-    for (int rep = 0; rep < REPS; rep++) {
+    c_lifecycle_ns(lifecycles); /* warm the pools and caches */
+    corral_bench_rust_lifecycle_ns(lifecycles);
+    for (int round = 0; round < ROUNDS; round++) {
         c_life = min2(c_life, c_lifecycle_ns(lifecycles));
         rust_life = min2(rust_life, corral_bench_rust_lifecycle_ns(lifecycles));
         c_switch = min2(c_switch, c_switch_ns(switches));

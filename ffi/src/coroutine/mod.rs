@@ -2,7 +2,7 @@
 //! in-coroutine, entered, terminated, pool counters.
 
 use crate::boundary::{abort_with, fail, guard, set_error};
-use corral_runtime::Coroutine;
+use corral_runtime::{Coroutine, EnterError, NotInCoroutine};
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 
@@ -61,6 +61,8 @@ pub(crate) fn coroutine_of(handle: *const CorralCo) -> Option<Coroutine> {
 
 /// Message of `-EBUSY` from `corral_co_enter`.
 pub const MSG_REENTERED: &str = "coroutine re-entered recursively";
+/// Message of `-EINVAL` from `corral_co_enter` for NULL.
+pub const MSG_NULL: &str = "coroutine is NULL";
 /// Message of `-EINVAL` from `corral_co_enter`.
 pub const MSG_TERMINATED: &str = "coroutine entered after it terminated";
 /// Message of `-EPERM` from `corral_co_yield`.
@@ -89,25 +91,15 @@ pub extern "C" fn corral_co_create(entry: Option<EntryFn>, opaque: *mut c_void) 
     })
 }
 
-/// Checks that `handle` may be entered; the runtime handle or the errno.
-fn enterable(handle: *const CorralCo) -> Result<Coroutine, i32> {
-    let co = coroutine_of(handle).ok_or(libc::EINVAL)?;
-    if co.is_terminated() {
-        Err(libc::EINVAL)
-    } else if co.entered() {
-        Err(libc::EBUSY)
-    } else {
-        Ok(co)
-    }
-}
-
-/// The message for an error code of `corral_co_enter`.
-fn enter_message(errno: i32) -> &'static str {
-    if errno == libc::EBUSY {
-        MSG_REENTERED
-    } else {
-        MSG_TERMINATED
-    }
+/// Enters the coroutine behind `handle`; the errno and message on misuse.
+/// The runtime's `try_enter` detects misuse with the same compare-and-swap
+/// that claims the coroutine, so the check costs nothing extra.
+fn enter_handle(handle: *const CorralCo) -> Result<(), (i32, &'static str)> {
+    let co = coroutine_of(handle).ok_or((libc::EINVAL, MSG_NULL))?;
+    co.try_enter().map_err(|error| match error {
+        EnterError::Running => (libc::EBUSY, MSG_REENTERED),
+        EnterError::Terminated => (libc::EINVAL, MSG_TERMINATED),
+    })
 }
 
 /// `corral_co_enter`: runs the coroutine until it yields or terminates.
@@ -118,12 +110,9 @@ fn enter_message(errno: i32) -> &'static str {
 /// * `co` is NULL or a pointer returned by `corral_co_create`.
 #[no_mangle]
 pub unsafe extern "C" fn corral_co_enter(co: *mut CorralCo) -> i32 {
-    guard(|| match enterable(co) {
-        Ok(co) => {
-            co.enter();
-            0
-        }
-        Err(errno) => fail(errno, enter_message(errno)),
+    guard(|| match enter_handle(co) {
+        Ok(()) => 0,
+        Err((errno, message)) => fail(errno, message),
     })
 }
 
@@ -134,21 +123,19 @@ pub unsafe extern "C" fn corral_co_enter(co: *mut CorralCo) -> i32 {
 /// * `co` is NULL or a pointer returned by `corral_co_create`.
 #[no_mangle]
 pub unsafe extern "C" fn corral_co_enter_or_abort(co: *mut CorralCo) {
-    guard(|| match enterable(co) {
-        Ok(co) => co.enter(),
-        Err(errno) => abort_with(enter_message(errno)),
+    guard(|| {
+        if let Err((_, message)) = enter_handle(co) {
+            abort_with(message);
+        }
     })
 }
 
 /// `corral_co_yield`: 0 once resumed, `-EPERM` outside a coroutine.
 #[no_mangle]
 pub extern "C" fn corral_co_yield() -> i32 {
-    guard(|| {
-        if !corral_runtime::in_coroutine() {
-            return fail(libc::EPERM, MSG_YIELD_OUTSIDE);
-        }
-        corral_runtime::yield_now();
-        0
+    guard(|| match corral_runtime::try_yield_now() {
+        Ok(()) => 0,
+        Err(NotInCoroutine) => fail(libc::EPERM, MSG_YIELD_OUTSIDE),
     })
 }
 
@@ -156,10 +143,9 @@ pub extern "C" fn corral_co_yield() -> i32 {
 #[no_mangle]
 pub extern "C" fn corral_co_yield_or_abort() {
     guard(|| {
-        if !corral_runtime::in_coroutine() {
+        if corral_runtime::try_yield_now().is_err() {
             abort_with(MSG_YIELD_OUTSIDE);
         }
-        corral_runtime::yield_now();
     })
 }
 
