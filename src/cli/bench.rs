@@ -300,6 +300,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     let progress = Progress::new(count);
     let cpu_before = cpu_times();
     let stats_before = dev.backend_stats();
+    let loop_before = ctx.stats();
     let start = Instant::now();
     RUN.with(|run| {
         let mut run = run.borrow_mut();
@@ -331,6 +332,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let cpu_after = cpu_times();
     let stats = dev.backend_stats();
+    let loop_after = ctx.stats();
     progress.finish();
     let run = RUN
         .with(|run| run.borrow_mut().take())
@@ -342,6 +344,10 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         seconds,
         (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1),
         delta(stats, stats_before),
+        (
+            loop_after.eventfd_writes - loop_before.eventfd_writes,
+            loop_after.blocking_waits - loop_before.blocking_waits,
+        ),
     );
     match run.first_error {
         Some(err) => Err(io::Error::new(
@@ -401,6 +407,7 @@ fn report(
     seconds: f64,
     cpu: (Duration, Duration),
     stats: BackendStats,
+    (eventfd_writes, blocking_waits): (u64, u64),
 ) {
     let requests = run.count;
     let iops = requests as f64 / seconds;
@@ -437,6 +444,10 @@ fn report(
             stats.reaped
         );
     }
+    println!(
+        "event loop    {eventfd_writes} eventfd writes, {blocking_waits} blocking waits ({:.4} per request)",
+        (eventfd_writes + blocking_waits) as f64 / requests as f64
+    );
     if args.json {
         println!(
             "{{\"backend\":\"{backend}\",\"mode\":\"{mode}\",\"requests\":{requests},\"depth\":{},\"size\":{},\"write\":{},\"random\":{},\"direct\":{},\"seconds\":{seconds:.6},\"iops\":{iops:.1},\"mib_s\":{mib_s:.2},\"lat_us_p50\":{:.3},\"lat_us_p99\":{:.3},\"lat_us_p999\":{:.3},\"lat_sample_every\":{},\"cpu_user_s\":{user:.6},\"cpu_sys_s\":{sys:.6},\"cpu_us_per_req\":{:.4},\"submit_calls_per_req\":{:.5},\"errors\":{}}}",
