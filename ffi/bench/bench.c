@@ -5,7 +5,9 @@
  *   c_lifecycle_ns     pooled create + enter + terminate through the C ABI
  *   rust_lifecycle_ns  the same from Rust inside the library (corral lifecycle's pooled_ns path)
  *   c_switch_ns        enter + yield round trip through the C ABI
- *   rust_switch_ns     the same from Rust inside the library
+ *   rust_switch_ns     the same from Rust inside the library (yield inlined in the loop)
+ *   rust_outlined_switch_ns  the same with the yield in a function of its own,
+ *                      the shape every C caller has (see README: return prediction)
  *   ucontext_switch_ns the same with glibc swapcontext both ways
  *   sigjmp_switch_ns   the same with sigsetjmp/siglongjmp (QEMU's ucontext backend)
  *
@@ -77,8 +79,8 @@ static double min2(double a, double b)
 int main(void)
 {
     const uint64_t lifecycles = 200000, switches = 500000, uc_switches = 20000;
-    double c_life = 1e30, rust_life = 1e30, c_switch = 1e30, rust_switch = 1e30, uc = 1e30,
-           sj = 1e30;
+    double c_life = 1e30, rust_life = 1e30, c_switch = 1e30, rust_switch = 1e30,
+           rust_outlined = 1e30, uc = 1e30, sj = 1e30;
 
     c_lifecycle_ns(lifecycles); /* warm the pools and caches */
     corral_bench_rust_lifecycle_ns(lifecycles);
@@ -86,7 +88,8 @@ int main(void)
         c_life = min2(c_life, c_lifecycle_ns(lifecycles));
         rust_life = min2(rust_life, corral_bench_rust_lifecycle_ns(lifecycles));
         c_switch = min2(c_switch, c_switch_ns(switches));
-        rust_switch = min2(rust_switch, corral_bench_rust_switch_ns(switches));
+        rust_switch = min2(rust_switch, corral_bench_rust_switch_ns(switches, false));
+        rust_outlined = min2(rust_outlined, corral_bench_rust_switch_ns(switches, true));
         sj = min2(sj, bench_sigjmp_switch_ns(switches));
         uc = min2(uc, bench_ucontext_switch_ns(uc_switches));
     }
@@ -96,15 +99,16 @@ int main(void)
            c_life / rust_life);
     printf("enter+yield round trip, C ABI:          %8.2f ns\n", c_switch);
     printf("enter+yield round trip, Rust:           %8.2f ns\n", rust_switch);
+    printf("  the same, yield in its own function:  %8.2f ns\n", rust_outlined);
     printf("enter+yield round trip, sigsetjmp:      %8.2f ns  (%.1fx the C ABI)\n", sj,
            sj / c_switch);
     printf("enter+yield round trip, swapcontext:    %8.2f ns  (%.1fx the C ABI)\n", uc,
            uc / c_switch);
-    printf("{\"c_lifecycle_ns\":%.2f,\"rust_lifecycle_ns\":%.2f,\"c_switch_ns\":%.2f,\"rust_switch_ns\":%.2f,"
+    printf("{\"c_lifecycle_ns\":%.2f,\"rust_lifecycle_ns\":%.2f,\"c_switch_ns\":%.2f,\"rust_switch_ns\":%.2f,\"rust_outlined_switch_ns\":%.2f,"
            "\"ucontext_switch_ns\":%.2f,\"sigjmp_switch_ns\":%.2f,"
            "\"c_over_rust_lifecycle\":%.3f,\"sigjmp_over_c_switch\":%.2f,"
            "\"ucontext_over_c_switch\":%.2f}\n",
-           c_life, rust_life, c_switch, rust_switch, uc, sj, c_life / rust_life, sj / c_switch,
+           c_life, rust_life, c_switch, rust_switch, rust_outlined, uc, sj, c_life / rust_life, sj / c_switch,
            uc / c_switch);
     return 0;
 }

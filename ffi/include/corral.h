@@ -224,8 +224,12 @@ int corral_blk_aio_flush(corral_blk_t *blk, corral_blk_cb cb, void *opaque);
  */
 double corral_bench_rust_lifecycle_ns(uint64_t iterations);
 
-/* ns per enter+yield round trip of a Rust coroutine inside the library. */
-double corral_bench_rust_switch_ns(uint64_t round_trips);
+/*
+ * ns per enter+yield round trip of a Rust coroutine inside the library; with
+ * outlined_yield its loop yields through a function of its own (not
+ * inlined), as C code calling corral_co_yield always does.
+ */
+double corral_bench_rust_switch_ns(uint64_t round_trips, bool outlined_yield);
 
 #ifdef __cplusplus
 }

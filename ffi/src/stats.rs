@@ -1,6 +1,8 @@
 //! Pool counters and the in-library lifecycle measurement for the C benchmark.
 
 use crate::boundary::guard;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The C struct `corral_pool_stats_t` (field order is ABI).
@@ -67,16 +69,22 @@ pub extern "C" fn corral_bench_rust_lifecycle_ns(iterations: u64) -> f64 {
 }
 
 /// `corral_bench_rust_switch_ns`: ns per enter+yield round trip of a Rust
-/// coroutine, to tell the runtime's switch cost from the C ABI's.
+/// coroutine, to tell the runtime's switch cost from the C ABI's. With
+/// `outlined_yield` the coroutine yields through a function that is not
+/// inlined into its loop, as every C caller of `corral_co_yield` does.
 #[no_mangle]
-pub extern "C" fn corral_bench_rust_switch_ns(round_trips: u64) -> f64 {
+pub extern "C" fn corral_bench_rust_switch_ns(round_trips: u64, outlined_yield: bool) -> f64 {
     guard(|| {
         let round_trips = round_trips.max(1);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let seen = stop.clone();
         let co = corral_runtime::Coroutine::new(move || {
-            while !seen.load(std::sync::atomic::Ordering::Relaxed) {
-                corral_runtime::yield_now();
+            while !seen.load(Ordering::Relaxed) {
+                if outlined_yield {
+                    outlined_yield_now();
+                } else {
+                    corral_runtime::yield_now();
+                }
             }
         });
         co.enter();
@@ -85,8 +93,14 @@ pub extern "C" fn corral_bench_rust_switch_ns(round_trips: u64) -> f64 {
             co.enter();
         }
         let elapsed = start.elapsed();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         co.enter();
         elapsed.as_nanos() as f64 / round_trips as f64
     })
+}
+
+/// `yield_now` in a frame of its own (what a C caller always has).
+#[inline(never)]
+fn outlined_yield_now() {
+    corral_runtime::yield_now();
 }
