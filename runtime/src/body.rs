@@ -54,8 +54,9 @@ pub(crate) const RUNNING: u64 = 1;
 /// the release hook gives the deep pages back.
 const CANARY: u64 = 0xC0DE_57AC_CA7A_12E5;
 
-/// Room left below the trampoline's own frame for its suspend frames.
-const PARK_MARGIN: usize = 1024;
+/// Room left below the trampoline's own frame for the frames `suspend`
+/// pushes when it parks (generous: debug builds have large frames).
+const PARK_MARGIN: usize = 2048;
 
 /// The type-stable part of a coroutine. Aligned so that handles can carry
 /// low generation bits in the pointer (see `Coroutine::into_raw`).
@@ -284,6 +285,13 @@ impl Drop for Parked {
     }
 }
 
+/// An address inside a callee's frame: below the caller's stack pointer.
+#[inline(never)]
+fn below_this_frame() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
+}
+
 /// A header pointer moved into the trampoline closure.
 #[derive(Clone, Copy)]
 struct HeaderAddr(NonNull<Header>);
@@ -293,14 +301,15 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option
     // SAFETY:
     // * headers are type-stable; the body is installed while it runs.
     let inner = unsafe { h.0.as_ref() }.inner();
-    let marker = 0u8;
-    let here = std::hint::black_box(&marker) as *const u8 as usize;
     let page = crate::sys::page_size();
-    let keep_from = (here - PARK_MARGIN) & !(page - 1);
+    let keep_from = (below_this_frame() - PARK_MARGIN) & !(page - 1);
     // SAFETY:
     // * the trampoline runs only when its enterer owns the body;
-    // * `keep_from` is below our frame and above the guard page (stacks are
-    //   at least MIN_STACK_SIZE), so writing the canary there clobbers nothing.
+    // * `keep_from` is more than PARK_MARGIN below our stack pointer (so
+    //   below anything live, including the frames `suspend` will push) and
+    //   above the guard page (stacks are at least MIN_STACK_SIZE, and the
+    //   trampoline's frames are far smaller), so writing the canary there
+    //   clobbers nothing.
     unsafe {
         (*inner).yielder = y;
         (keep_from as *mut u64).write_volatile(CANARY);
