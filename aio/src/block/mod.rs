@@ -40,6 +40,37 @@
 //!
 //! [`fault`] wraps any of them to fail or delay a chosen fraction of requests.
 //!
+//! ```
+//! use corral_aio::block::{BackendKind, BlockDevice, OpenOptions};
+//! use corral_aio::AioContext;
+//! use corral_runtime::Coroutine;
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use std::sync::Arc;
+//!
+//! let ctx = AioContext::new()?;
+//! let opts = OpenOptions { backend: BackendKind::Threads, ..OpenOptions::default() };
+//! let dev = BlockDevice::open(&ctx, "/dev/zero", &opts)?;
+//!
+//! // Coroutine face: the coroutine yields until its read completed.
+//! let (d, done) = (dev.clone(), Arc::new(AtomicBool::new(false)));
+//! let flag = done.clone();
+//! ctx.co_enter(Coroutine::new(move || {
+//!     let mut buf = [1u8; 512];
+//!     assert_eq!(d.co_pread(0, &mut buf).unwrap(), 512);
+//!     assert!(buf.iter().all(|&b| b == 0));
+//!     flag.store(true, Ordering::Release);
+//! }));
+//!
+//! // AIO face: the callback runs in the context once the read completed.
+//! dev.aio_pread(0, vec![1u8; 512], |buf, res| {
+//!     assert_eq!(res.unwrap(), 512);
+//!     assert!(buf.iter().all(|&b| b == 0));
+//! });
+//! dev.drain()?;
+//! assert!(done.load(Ordering::Acquire));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! [`AioContext`]: crate::AioContext
 
 mod aio_face;
