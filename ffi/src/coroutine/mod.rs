@@ -73,22 +73,65 @@ pub const MSG_YIELD_OUTSIDE: &str = "yield outside a coroutine";
 #[no_mangle]
 pub extern "C" fn corral_co_create(entry: Option<EntryFn>, opaque: *mut c_void) -> *mut CorralCo {
     guard(|| {
-        let Some(entry) = entry else {
-            set_error(libc::EINVAL, "corral_co_create: entry is NULL");
-            return ptr::null_mut();
-        };
-        let c_entry = CEntry { entry, opaque };
-        match Coroutine::try_new(move || c_entry.call()) {
-            Ok(co) => to_handle(co),
-            Err(error) => {
-                set_error(
-                    error.raw_os_error().unwrap_or(libc::ENOMEM),
-                    &error.to_string(),
-                );
-                ptr::null_mut()
-            }
-        }
+        create(entry, opaque, |c_entry| {
+            Coroutine::try_new(move || c_entry.call())
+        })
     })
+}
+
+/// `corral_co_create_sized`: as `corral_co_create` with `stack_size` usable
+/// bytes of stack (0: the default); pooled apart from other sizes.
+#[no_mangle]
+pub extern "C" fn corral_co_create_sized(
+    entry: Option<EntryFn>,
+    opaque: *mut c_void,
+    stack_size: usize,
+) -> *mut CorralCo {
+    guard(|| {
+        if stack_size == 0 {
+            return create(entry, opaque, |c_entry| {
+                Coroutine::try_new(move || c_entry.call())
+            });
+        }
+        if stack_size > MAX_STACK_SIZE {
+            set_error(
+                libc::EINVAL,
+                "corral_co_create_sized: stack_size above 1 GiB",
+            );
+            return ptr::null_mut();
+        }
+        create(entry, opaque, |c_entry| {
+            Coroutine::builder()
+                .stack_size(stack_size)
+                .try_spawn(move || c_entry.call())
+        })
+    })
+}
+
+/// Largest stack `corral_co_create_sized` accepts (a guard against sizes that
+/// overflow page rounding; real coroutines use far less).
+const MAX_STACK_SIZE: usize = 1 << 30;
+
+/// Creates a coroutine running a C entry with `spawn`; the handle or NULL + errno.
+fn create(
+    entry: Option<EntryFn>,
+    opaque: *mut c_void,
+    spawn: impl FnOnce(CEntry) -> std::io::Result<Coroutine>,
+) -> *mut CorralCo {
+    let Some(entry) = entry else {
+        set_error(libc::EINVAL, "corral_co_create: entry is NULL");
+        return ptr::null_mut();
+    };
+    match spawn(CEntry { entry, opaque }) {
+        Ok(co) => to_handle(co),
+        Err(error) => {
+            set_error(
+                error.raw_os_error().unwrap_or(libc::ENOMEM),
+                &error.to_string(),
+            );
+            ptr::null_mut()
+        }
+    }
 }
 
 /// Enters the coroutine behind `handle`; the errno and message on misuse.

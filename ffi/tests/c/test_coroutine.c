@@ -311,6 +311,37 @@ static void test_errors(void)
     CHECK(!corral_co_entered(co));
 }
 
+/* ---- sized stacks: a 1 MiB coroutine can use most of it ----------------- */
+
+static void use_deep_stack(void *opaque)
+{
+    volatile unsigned char big[768 * 1024]; /* would overflow the 256 KiB default */
+    for (size_t i = 0; i < sizeof(big); i += 4096) {
+        big[i] = (unsigned char)i;
+    }
+    *(int *)opaque = big[4096] == (unsigned char)4096;
+}
+
+static void test_sized_stack(void)
+{
+    int ok = 0;
+    corral_co_t *co = corral_co_create_sized(use_deep_stack, &ok, 1 << 20);
+    CHECK(co != NULL);
+    CHECK_EQ_INT(corral_co_enter(co), 0);
+    CHECK(ok);
+    CHECK(corral_co_is_terminated(co));
+
+    int done = 0;
+    co = corral_co_create_sized(set_flag, &done, 0); /* 0: the default size */
+    CHECK(co != NULL);
+    CHECK_EQ_INT(corral_co_enter(co), 0);
+    CHECK(done);
+
+    errno = 0;
+    CHECK(corral_co_create_sized(set_flag, &done, (size_t)1 << 40) == NULL);
+    CHECK_EQ_INT(errno, EINVAL);
+}
+
 /* ---- cross-thread: a coroutine yielded on one thread resumes on another -- */
 
 struct hop {
@@ -367,6 +398,7 @@ int main(void)
     RUN(test_order);
     RUN(test_no_dangling_access);
     RUN(test_errors);
+    RUN(test_sized_stack);
     RUN(test_cross_thread);
     printf("test_coroutine: all passed\n");
     return 0;

@@ -190,6 +190,44 @@ static void test_stack_refused_is_enomem(void)
     CHECK(strstr(o.stderr_text, "refused after") != NULL);
 }
 
+/* ---- a C coroutine overflowing its stack: the runtime's report ----------- */
+
+static volatile int recursion_limit = 1 << 30; /* never reached: the stack ends first */
+
+static int recurse(int depth)
+{
+    volatile char frame[1024]; /* 1 KiB per call: reaches the guard page page by page */
+    frame[0] = (char)depth;
+    if (depth >= recursion_limit) {
+        return 0;
+    }
+    return recurse(depth + 1) + frame[0];
+}
+
+static void overflow_body(void *opaque)
+{
+    *(int *)opaque = recurse(0);
+}
+
+static void case_stack_overflow(void)
+{
+    int sink = 0;
+    corral_co_t *co = corral_co_create(overflow_body, &sink);
+    if (co == NULL) {
+        _exit(2);
+    }
+    corral_co_enter(co);
+    _exit(6); /* not reached */
+}
+
+static void test_stack_overflow_is_reported(void)
+{
+    struct outcome o = run_child(case_stack_overflow);
+    CHECK(!exited_ok(&o));
+    CHECK(WIFSIGNALED(o.status));
+    CHECK(strstr(o.stderr_text, "coroutine stack overflow") != NULL);
+}
+
 int main(void)
 {
     RUN(test_reenter_running_returns_ebusy);
@@ -197,6 +235,7 @@ int main(void)
     RUN(test_enter_terminated_aborts_with_message);
     RUN(test_yield_outside_aborts_with_message);
     RUN(test_stack_refused_is_enomem);
+    RUN(test_stack_overflow_is_reported);
     printf("test_misuse: all passed\n");
     return 0;
 }
