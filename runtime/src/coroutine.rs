@@ -90,10 +90,18 @@ impl Coroutine {
         // SAFETY:
         // * headers are type-stable.
         let h = unsafe { header.as_ref() };
-        h.words.home.store(0, Ordering::Relaxed);
-        h.words.scheduled.store(0, Ordering::Relaxed);
-        h.words.link.store(0, Ordering::Relaxed);
-        h.user_word.store(0, Ordering::Relaxed);
+        // Store only what is not 0 already: stores still in the store buffer
+        // slow down the CAS of the first enter, which follows at once.
+        for w in [
+            &h.words.home,
+            &h.words.scheduled,
+            &h.words.link,
+            &h.user_word,
+        ] {
+            if w.load(Ordering::Relaxed) != 0 {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
         Coroutine {
             header,
             generation: h.state.load(Ordering::Relaxed) >> 1,

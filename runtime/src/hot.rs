@@ -8,13 +8,16 @@
 //! through to the pool, a full slot hands the body to the pool.
 //!
 //! Its effect on the counters is folded into [`pool_stats`](crate::pool_stats):
-//! a hit counts as `reused`, a body sitting here as `pooled`. Each thread's
-//! counters are written by that thread only (plain load + store) and summed
-//! on demand, like the pool's own.
+//! a hit counts as `reused`, a body sitting here as `pooled`. Only the
+//! owning thread writes a block (plain loads and stores, no read-modify-write);
+//! sums are read on demand and are exact when threads are quiescent. Nothing
+//! is written on the take side: `create` runs right before the CAS of the
+//! first `enter`, and stores still in the store buffer make that CAS slower.
 
 use std::cell::Cell;
-use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::mem::ManuallyDrop;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use corral_pool::PoolStats;
@@ -23,25 +26,41 @@ use crate::body::{Header, Parked};
 use crate::pool::pool_for;
 use crate::stack::GuardKind;
 
-/// Counters of one thread's slots; written by their thread only.
+/// One thread's slots and counters, indexed by guard kind. Leaked: blocks of
+/// exited threads are reused by new threads (their sums carry on).
 #[derive(Debug, Default)]
-struct Counters {
-    hits: [AtomicU64; 2],
-    held: [AtomicU64; 2],
+struct Block {
+    /// The cached body, or null.
+    slots: [AtomicPtr<Header>; 2],
+    /// Bodies put into the slot.
+    stashed: [AtomicU64; 2],
+    /// Bodies that left the slot for the pool (stack size mismatch, thread exit).
+    evicted: [AtomicU64; 2],
 }
 
-impl Counters {
-    fn bump_hits(&self, k: usize) {
-        let c = &self.hits[k];
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+impl Block {
+    /// Hands the slot's body (if any) to its pool.
+    fn evict(&self, k: usize) {
+        let h = self.slots[k].load(Ordering::Relaxed);
+        if let Some(h) = ptr::NonNull::new(h) {
+            self.slots[k].store(ptr::null_mut(), Ordering::Relaxed);
+            bump(&self.evicted[k]);
+            // SAFETY:
+            // * the slot owned this parked body (see `stash`).
+            let body = unsafe { Parked::from_raw(h) };
+            pool_for(kind_of(k)).put(body);
+        }
     }
 }
 
-/// Every counter block ever claimed (kept for the sums), and the ones whose
-/// thread exited (claimed again by new threads; their sums carry on).
+/// Every block ever made (for the sums) and the ones free for a new thread.
 struct Registry {
-    all: Vec<&'static Counters>,
-    free: Vec<&'static Counters>,
+    all: Vec<&'static Block>,
+    free: Vec<&'static Block>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -53,61 +72,45 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Slots {
-    bodies: [Cell<*const Header>; 2],
-    counters: Cell<Option<&'static Counters>>,
-}
+/// This thread's block, claimed on first use, released at thread exit.
+struct Local(Cell<Option<&'static Block>>);
 
-impl Slots {
-    #[cold]
-    fn claim_counters(&self) -> &'static Counters {
-        let mut reg = registry();
-        let c = reg.free.pop().unwrap_or_else(|| {
-            let c: &'static Counters = Box::leak(Box::default());
-            reg.all.push(c);
-            c
-        });
-        self.counters.set(Some(c));
-        c
-    }
-
+impl Local {
     #[inline(always)]
-    fn counters(&self) -> &'static Counters {
-        match self.counters.get() {
-            Some(c) => c,
-            None => self.claim_counters(),
+    fn block(&self) -> &'static Block {
+        match self.0.get() {
+            Some(b) => b,
+            None => self.claim(),
         }
+    }
+
+    #[cold]
+    fn claim(&self) -> &'static Block {
+        let mut reg = registry();
+        let b = reg.free.pop().unwrap_or_else(|| {
+            let b: &'static Block = Box::leak(Box::default());
+            reg.all.push(b);
+            b
+        });
+        self.0.set(Some(b));
+        b
     }
 }
 
-impl Drop for Slots {
-    /// Thread exit: the cached bodies go to their pools, the counters block
-    /// to the free list.
+impl Drop for Local {
+    /// Thread exit: the cached bodies go to their pools, the block to the
+    /// free list.
     fn drop(&mut self) {
-        for (k, slot) in self.bodies.iter().enumerate() {
-            if let Some(h) = NonNull::new(slot.replace(ptr::null()).cast_mut()) {
-                if let Some(c) = self.counters.get() {
-                    c.held[k].store(0, Ordering::Relaxed);
-                }
-                // SAFETY:
-                // * the slot owned this parked body (see `stash`).
-                let body = unsafe { Parked::from_raw(h) };
-                pool_for(kind_of(k)).put(body);
-            }
-        }
-        if let Some(c) = self.counters.take() {
-            registry().free.push(c);
+        if let Some(b) = self.0.take() {
+            b.evict(0);
+            b.evict(1);
+            registry().free.push(b);
         }
     }
 }
 
 thread_local! {
-    static SLOTS: Slots = const {
-        Slots {
-            bodies: [Cell::new(ptr::null()), Cell::new(ptr::null())],
-            counters: Cell::new(None),
-        }
-    };
+    static LOCAL: Local = const { Local(Cell::new(None)) };
 }
 
 #[inline(always)]
@@ -131,21 +134,23 @@ fn kind_of(k: usize) -> GuardKind {
 #[inline(never)]
 pub(crate) fn take(kind: GuardKind, size: usize) -> Option<Parked> {
     let k = index(kind);
-    SLOTS
-        .try_with(|s| {
-            let h = NonNull::new(s.bodies[k].replace(ptr::null()).cast_mut())?;
-            let c = s.counters();
-            c.held[k].store(0, Ordering::Relaxed);
+    LOCAL
+        .try_with(|l| {
+            let b = l.0.get()?;
+            let h = ptr::NonNull::new(b.slots[k].load(Ordering::Relaxed))?;
             // SAFETY:
-            // * the slot owned this parked body (see `stash`).
-            let body = unsafe { Parked::from_raw(h) };
-            if body.has_shape(size, kind) {
-                c.bump_hits(k);
-                Some(body)
-            } else {
-                pool_for(kind).put(body);
-                None
+            // * the slot owns this parked body (see `stash`); ManuallyDrop:
+            //   we only look, the slot keeps owning it.
+            let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
+            let fits = peek.has_shape(size, kind);
+            if !fits {
+                b.evict(k);
+                return None;
             }
+            b.slots[k].store(ptr::null_mut(), Ordering::Relaxed);
+            // SAFETY:
+            // * the slot owned this parked body and no longer does.
+            Some(unsafe { Parked::from_raw(h) })
         })
         .ok()
         .flatten()
@@ -158,22 +163,28 @@ pub(crate) fn take(kind: GuardKind, size: usize) -> Option<Parked> {
 pub(crate) fn stash(body: Parked, kind: GuardKind) -> Option<Parked> {
     let k = index(kind);
     let mut body = Some(body);
-    let _ = SLOTS.try_with(|s| {
-        if s.bodies[k].get().is_null() {
-            if let Some(b) = body.take() {
-                s.counters().held[k].store(1, Ordering::Relaxed);
-                s.bodies[k].set(b.into_raw().as_ptr());
+    let _ = LOCAL.try_with(|l| {
+        let b = l.block();
+        if b.slots[k].load(Ordering::Relaxed).is_null() {
+            if let Some(p) = body.take() {
+                b.slots[k].store(p.into_raw().as_ptr(), Ordering::Relaxed);
+                bump(&b.stashed[k]);
             }
         }
     });
     body
 }
 
-/// Adds the slots' hits and held bodies of `kind` to the pool's counters.
+/// Adds the slots' hits and held bodies of `kind` to the pool's counters:
+/// a body is held if it sits in a slot, and every body stashed left the
+/// slot either by a hit or by eviction.
 pub(crate) fn fold_into(stats: &mut PoolStats, kind: GuardKind) {
     let k = index(kind);
-    for c in &registry().all {
-        stats.reused += c.hits[k].load(Ordering::Relaxed);
-        stats.pooled += c.held[k].load(Ordering::Relaxed);
+    for b in &registry().all {
+        let held = u64::from(!b.slots[k].load(Ordering::Relaxed).is_null());
+        let stashed = b.stashed[k].load(Ordering::Relaxed);
+        let evicted = b.evicted[k].load(Ordering::Relaxed);
+        stats.reused += stashed.saturating_sub(evicted + held);
+        stats.pooled += held;
     }
 }
