@@ -10,7 +10,8 @@
 //!   resident memory per coroutine, ns per create+first enter.
 //!
 //! Single-thread figures are per-thread CPU time (robust on a busy machine);
-//! the cross-thread and `--live` figures are wall time.
+//! the cross-thread figures are wall time per coroutine (both threads busy),
+//! with the CPU time of both threads beside them; `--live` is wall time.
 //!
 //! With `--json` the last line of standard output is one JSON object.
 
@@ -114,18 +115,19 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
     );
     if args.cross_thread {
         let n = iters;
-        let ours = cross_thread(n, builder)?;
-        let mutex = cross_thread(n, builder.mutex_pool())?;
+        let (ours, ours_cpu) = cross_thread(n, builder)?;
+        let (mutex, mutex_cpu) = cross_thread(n, builder.mutex_pool())?;
         println!(
-            "cross-thread (corral-pool)       {ours:9.1} ns  ({:.2}x pooled)",
+            "cross-thread (corral-pool)       {ours:9.1} ns  ({:.2}x pooled; CPU of both threads {ours_cpu:.1} ns)",
             ours / pooled
         );
         println!(
-            "cross-thread (Mutex<Vec> pool)   {mutex:9.1} ns  ({:.1}x corral-pool)",
+            "cross-thread (Mutex<Vec> pool)   {mutex:9.1} ns  ({:.1}x corral-pool; CPU of both threads {mutex_cpu:.1} ns)",
             mutex / ours
         );
-        json +=
-            &format!(",\"cross_thread_ns\":{ours:.2},\"mutex_pool_cross_thread_ns\":{mutex:.2}");
+        json += &format!(
+            ",\"cross_thread_ns\":{ours:.2},\"mutex_pool_cross_thread_ns\":{mutex:.2},\"cross_thread_cpu_ns\":{ours_cpu:.2},\"mutex_pool_cross_thread_cpu_ns\":{mutex_cpu:.2}"
+        );
     }
     if args.json {
         println!("{json}}}");
@@ -146,22 +148,22 @@ fn per_op(n: usize, mut op: impl FnMut() -> io::Result<()>) -> io::Result<f64> {
     for _ in 0..(n / 10).min(10_000) {
         op()?;
     }
-    let start = thread_cpu_ns();
+    let start = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
     for _ in 0..n {
         op()?;
     }
-    Ok((thread_cpu_ns() - start) as f64 / n as f64)
+    Ok((cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - start) as f64 / n as f64)
 }
 
-/// CPU time of the calling thread in ns (CLOCK_THREAD_CPUTIME_ID).
-fn thread_cpu_ns() -> u64 {
+/// CPU time in ns of this thread or process (a CPU-time clock id).
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY:
     // * `ts` is a valid, writable timespec; the clock id is a constant.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -181,12 +183,13 @@ struct Ring {
     tail: Padded,
 }
 
-const RING: usize = 256;
+const RING: usize = 1024;
 
 /// ns per coroutine (wall time) when the main thread creates `n` coroutines
 /// and another thread enters each to termination (so bodies are taken on one
 /// thread and released on the other, and come back through the pool).
-fn cross_thread(n: usize, builder: Builder) -> io::Result<f64> {
+/// Returns (wall ns, CPU ns of the whole process) per coroutine.
+fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
     let ring = Arc::new(Ring {
         slots: (0..RING).map(|_| AtomicUsize::new(0)).collect(),
         head: Padded(AtomicUsize::new(0)),
@@ -253,10 +256,14 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<f64> {
     };
     let result = produce(warm, &mut tail).and_then(|()| {
         wait_drained(tail);
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID));
         produce(n, &mut tail)?;
         wait_drained(tail);
-        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+        let wall = start.elapsed().as_nanos() as f64 / n as f64;
+        Ok((
+            wall,
+            (cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu) as f64 / n as f64,
+        ))
     });
     stop.store(true, Ordering::Release);
     consumer
