@@ -55,6 +55,8 @@ pub(crate) struct BatchStack<T> {
     head: CachePadded<AtomicPtr<Node<T>>>,
     /// The global cap in objects (relaxed: a new cap applies to later pushes).
     cap: AtomicUsize,
+    /// Popped nodes awaiting their free (only used under loom).
+    graveyard: reclaim::Graveyard<Node<T>>,
 }
 
 // SAFETY:
@@ -81,6 +83,7 @@ impl<T> BatchStack<T> {
             BatchStack {
                 head: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
                 cap: AtomicUsize::new(cap),
+                graveyard: reclaim::Graveyard::new(),
             }
         }
     }
@@ -95,13 +98,11 @@ impl<T> BatchStack<T> {
 
     /// Objects in the list (exact at the moment `head` is read).
     pub(crate) fn len(&self) -> usize {
-        let guard = reclaim::pin();
+        let _guard = reclaim::pin();
         let head = self.head.load(Ordering::Acquire);
         // SAFETY:
-        // * `head` was loaded (Acquire) under `guard`: null or a live node.
-        let len = unsafe { total_of(head) };
-        drop(guard);
-        len
+        // * `head` was loaded (Acquire) under `_guard`: null or a live node.
+        unsafe { total_of(head) }
     }
 
     /// Pushes `batch` with one CAS, keeping at most what fits under the cap.
@@ -193,11 +194,27 @@ impl<T> BatchStack<T> {
                     //   unlinked, and only this thread's CAS unlinked it;
                     // * its items are empty, so freeing it on any thread
                     //   drops no `T`.
-                    unsafe { guard.retire(head) };
+                    unsafe { guard.retire(head, &self.graveyard) };
                     return Some(items);
                 }
                 Err(actual) => head = actual,
             }
+        }
+    }
+}
+
+impl<T> Drop for BatchStack<T> {
+    /// Drops the pooled objects and frees the nodes (never runs for a
+    /// `static` pool; loom models drop theirs).
+    fn drop(&mut self) {
+        let mut cur = self.head.load(Ordering::Acquire);
+        while !cur.is_null() {
+            // SAFETY:
+            // * `&mut self`: no other thread can reach the list any more;
+            // * every linked node came from `Box::into_raw` in `push` and is
+            //   linked once; popped nodes are not linked.
+            let node = unsafe { Box::from_raw(cur) };
+            cur = node.next;
         }
     }
 }

@@ -187,6 +187,35 @@ impl Registry {
         }
     }
 
+    /// Blocks claimed by a live thread (Acquire: a thread seen as gone has
+    /// its last counts and its exit hand-back visible to the caller).
+    pub(crate) fn active(&self) -> usize {
+        let mut active = 0;
+        let mut cur = self.head.load(Ordering::Acquire);
+        while !cur.is_null() {
+            // SAFETY:
+            // * as in `claim`: blocks are published with Release, never freed.
+            let block = unsafe { &*cur };
+            active += block.in_use.load(Ordering::Acquire) as usize;
+            cur = block.next.cast_mut();
+        }
+        active
+    }
+
+    /// Frees the blocks; only when no thread can use them any more.
+    fn free_blocks(&mut self) {
+        let mut cur = self.head.load(Ordering::Acquire);
+        while !cur.is_null() {
+            // SAFETY:
+            // * `&mut self`: the registry is being dropped, so no thread
+            //   holds a block (a thread's list holds a `&'static` to the
+            //   pool, so a pool with live lists is never dropped);
+            // * every block came from `Box::into_raw` in `claim`, linked once.
+            let block = unsafe { Box::from_raw(cur) };
+            cur = block.next.cast_mut();
+        }
+    }
+
     /// Sums every block (owned, free and orphan) into `stats`.
     pub(crate) fn add_to(&self, stats: &mut PoolStats) {
         self.orphan.add_to(stats);
@@ -198,5 +227,11 @@ impl Registry {
             block.add_to(stats);
             cur = block.next.cast_mut();
         }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.free_blocks();
     }
 }

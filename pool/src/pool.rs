@@ -132,12 +132,14 @@ impl<T: Send + 'static> Pool<T> {
     }
 
     /// Drops every object in the global list (counted as dropped) and
-    /// returns how many. Threads' local lists are left alone.
-    pub fn trim(&'static self) -> usize {
+    /// returns how many. Threads' local lists are left alone, and the caller
+    /// gets no local list of its own.
+    pub fn trim(&self) -> usize {
+        let orphan = &self.counters.orphan;
         let mut trimmed = 0;
         while let Some(batch) = self.global.pop() {
             trimmed += batch.len();
-            self.count(|c| &c.dropped, batch.len() as u64);
+            orphan.add(Writer::Shared, |c| &c.dropped, batch.len() as u64);
             drop(batch);
         }
         trimmed
@@ -151,6 +153,13 @@ impl<T: Send + 'static> Pool<T> {
         self.counters.add_to(&mut stats);
         stats.pooled = stats.pooled.wrapping_add(self.global.len() as u64);
         stats
+    }
+
+    /// How many threads currently have a local list for this pool (a
+    /// snapshot). A thread stops counting once its exit hand-back is done,
+    /// and its counts are then visible to `stats`.
+    pub fn active_threads(&self) -> usize {
+        self.counters.active()
     }
 
     /// Sets the global cap (in objects). Applies to later releases; objects

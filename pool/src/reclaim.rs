@@ -18,8 +18,9 @@
 //! In normal builds rule 2 is crossbeam-epoch: popping threads are pinned and
 //! `retire` defers the free until every thread pinned at that time has
 //! unpinned. Loom cannot model crossbeam-epoch, so under `cfg(loom)` `retire`
-//! never frees during the model execution (the node is leaked, a few bytes per
-//! run). That is the strongest form of rule 2 -- no address is ever reused --
+//! parks the node in a [`Graveyard`] freed only when the stack is dropped,
+//! after the model's threads are done. That is the strongest form of rule 2 --
+//! no address is reused while the stack is in use --
 //! so the loom models check exactly the push/pop protocol on `head` (the
 //! CAS orderings, the hand-over of a batch's objects through `UnsafeCell`,
 //! the cumulative counts) under the reclamation guarantee epoch provides,
@@ -49,6 +50,43 @@ pub(crate) fn pin() -> Guard {
     Guard(())
 }
 
+/// Where retired nodes wait under loom; nothing in normal builds.
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+pub(crate) struct Graveyard<N>(std::marker::PhantomData<*mut N>);
+
+#[cfg(not(loom))]
+impl<N> Graveyard<N> {
+    pub(crate) const fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// Where retired nodes wait under loom: freed when the graveyard drops.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct Graveyard<N>(std::sync::Mutex<Vec<*mut N>>);
+
+#[cfg(loom)]
+impl<N> Graveyard<N> {
+    pub(crate) fn new() -> Self {
+        Self(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+#[cfg(loom)]
+impl<N> Drop for Graveyard<N> {
+    fn drop(&mut self) {
+        for node in self.0.get_mut().unwrap().drain(..) {
+            // SAFETY:
+            // * every pointer was retired once (per `retire`'s contract) from
+            //   a `Box::into_raw`, and the owner of the graveyard is being
+            //   dropped, so no thread can reach the nodes any more.
+            drop(unsafe { Box::from_raw(node) });
+        }
+    }
+}
+
 impl Guard {
     /// Frees the boxed `node` once no pinned thread can still reach it.
     ///
@@ -60,7 +98,7 @@ impl Guard {
     /// * dropping the `Box<N>` on another thread is sound (here: a node
     ///   whose object vector was emptied, so dropping it drops no `T`).
     #[cfg(not(loom))]
-    pub(crate) unsafe fn retire<N>(&self, node: *mut N) {
+    pub(crate) unsafe fn retire<N>(&self, node: *mut N, _graveyard: &Graveyard<N>) {
         // SAFETY:
         // * per this function's contract, `node` is unreachable for new
         //   readers and retired once; epoch runs the closure only after every
@@ -70,14 +108,14 @@ impl Guard {
         unsafe { self.0.defer_unchecked(move || drop(Box::from_raw(node))) }
     }
 
-    /// Under loom: leaks `node`, so its address is never reused in the model.
+    /// Under loom: parks `node` in `graveyard`, so its address is not
+    /// reused while the model runs.
     ///
     /// # Safety
     ///
-    /// Same contract as the normal build's `retire` (nothing is checked or
-    /// freed here).
+    /// Same contract as the normal build's `retire`.
     #[cfg(loom)]
-    pub(crate) unsafe fn retire<N>(&self, node: *mut N) {
-        let _ = node;
+    pub(crate) unsafe fn retire<N>(&self, node: *mut N, graveyard: &Graveyard<N>) {
+        graveyard.0.lock().unwrap().push(node);
     }
 }
