@@ -158,7 +158,7 @@ pub(crate) fn run_scheduled(ctx: &AioContext) -> bool {
         shared: ctx.shared(),
         rest: list.into_iter(),
     };
-    while let Some(co) = q.rest.next() {
+    for co in q.rest.by_ref() {
         co.event_loop_words().scheduled.store(0, Release);
         co.enter();
     }

@@ -68,7 +68,7 @@ impl CtxShared {
     /// very context: that thread looks at the lists again before it next blocks.
     #[inline]
     pub(crate) fn notify_if_remote(&self) {
-        if current_shared() != self as *const CtxShared {
+        if !std::ptr::eq(current_shared(), self) {
             self.notify();
         }
     }

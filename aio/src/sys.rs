@@ -30,9 +30,8 @@ impl EventFd {
         let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
         // SAFETY:
         // * `fd` was just returned by eventfd(2) and is owned by nobody else.
-        Ok(EventFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventFd { fd })
     }
 
     /// Adds 1 to the counter, making the fd readable. A full counter (EAGAIN) is already readable.

@@ -38,11 +38,14 @@ trait Job: Send + Sync {
     fn cancelled(&self) -> Completion;
 }
 
+type WorkFn<R> = Box<dyn FnOnce() -> R + Send>;
+type DoneFn<R> = Box<dyn FnOnce(Option<R>) + Send>;
+
 /// `done` gets `None` when the request was cancelled.
 struct Request<R> {
     state: AtomicU8,
-    work: Mutex<Option<Box<dyn FnOnce() -> R + Send>>>,
-    done: Mutex<Option<Box<dyn FnOnce(Option<R>) + Send>>>,
+    work: Mutex<Option<WorkFn<R>>>,
+    done: Mutex<Option<DoneFn<R>>>,
 }
 
 fn take<X>(m: &Mutex<Option<X>>) -> Option<X> {

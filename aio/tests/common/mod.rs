@@ -19,9 +19,8 @@ impl EventNotifier {
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
         // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-        let e = EventNotifier {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        };
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let e = EventNotifier { fd };
         if set {
             e.set();
         }
