@@ -14,7 +14,7 @@
 //! (the home thread was busy running it until then).
 
 use crate::bh;
-use crate::context::{current_context, current_shared, AioContext, CtxShared};
+use crate::context::{current_context, current_if, current_shared, AioContext, CtxShared};
 use crate::timer::Timer;
 use corral_runtime::{current, in_coroutine, yield_now, Coroutine};
 use std::ffi::c_void;
@@ -77,20 +77,38 @@ impl CoList {
         self.head.load(Relaxed) == 0
     }
 
-    /// Takes the whole list, in scheduling (FIFO) order.
-    fn take_fifo(&self) -> Vec<Coroutine> {
+    /// Takes the whole list, in scheduling (FIFO) order, as a chain of `link` words.
+    fn take_fifo(&self) -> Chain {
         if self.is_empty() {
-            return Vec::new();
+            return Chain(0);
         }
         let mut word = self.head.swap(0, Acquire);
-        let mut out = Vec::new();
+        let mut rev = 0;
         while word != 0 {
             let co = from_word(word);
-            word = co.event_loop_words().link.load(Relaxed);
-            out.push(co);
+            let link = &co.event_loop_words().link;
+            let next = link.load(Relaxed);
+            link.store(rev, Relaxed);
+            rev = word;
+            word = next;
         }
-        out.reverse();
-        out
+        Chain(rev)
+    }
+}
+
+/// A taken list of scheduled coroutines, linked through their `link` words.
+struct Chain(usize);
+
+impl Iterator for Chain {
+    type Item = Coroutine;
+    fn next(&mut self) -> Option<Coroutine> {
+        if self.0 == 0 {
+            return None;
+        }
+        let co = from_word(self.0);
+        // Read the link before the coroutine runs: it may be queued again meanwhile.
+        self.0 = co.event_loop_words().link.load(Relaxed);
+        Some(co)
     }
 }
 
@@ -127,48 +145,69 @@ fn claim_scheduled(co: &Coroutine, by: &'static &'static str) {
     }
 }
 
-/// Queues `co` on `shared` (moving it there) and wakes that context if needed.
+/// Queues `co` on `shared` (moving it there) and wakes that context if needed. On the
+/// thread polling that context the coroutine goes to its owner-only list (no RMW, no notify).
 fn schedule_into(shared: &CtxShared, co: Coroutine, by: &'static &'static str) {
     claim_scheduled(&co, by);
     set_home(&co, shared);
+    if let Some(ctx) = current_if(shared) {
+        let word = co.into_raw().as_ptr() as usize;
+        ctx.push_local_co(word, &co.event_loop_words().link);
+        return;
+    }
     shared.co_list.push(co);
-    shared.notify_if_remote();
+    shared.notify();
+}
+
+/// The `link` word of the coroutine encoded by `word`.
+pub(crate) fn link_of(word: usize) -> &'static AtomicUsize {
+    let co = from_word(word);
+    let words: *const AtomicUsize = &co.event_loop_words().link;
+    // SAFETY:
+    // * coroutine headers (which hold the event-loop words) are type-stable: never freed.
+    unsafe { &*words }
 }
 
 /// Enters the scheduled coroutines of `ctx`; called by its poll.
 pub(crate) fn run_scheduled(ctx: &AioContext) -> bool {
-    let list = ctx.shared().co_list.take_fifo();
-    if list.is_empty() {
+    let local = Chain(ctx.take_local_co());
+    let remote = ctx.shared().co_list.take_fifo();
+    if local.0 == 0 && remote.0 == 0 {
         return false;
     }
     // If a coroutine panics, the rest go back to the list for the next iteration.
     struct Requeue<'a> {
         shared: &'a CtxShared,
-        rest: std::vec::IntoIter<Coroutine>,
+        rest: [Chain; 2],
     }
     impl Drop for Requeue<'_> {
         fn drop(&mut self) {
-            for co in self.rest.by_ref() {
-                self.shared.co_list.push(co);
+            for chain in &mut self.rest {
+                for co in chain.by_ref() {
+                    self.shared.co_list.push(co);
+                }
             }
         }
     }
-    let n = list.len() as u64;
+    let mut n = 0;
     let mut q = Requeue {
         shared: ctx.shared(),
-        rest: list.into_iter(),
+        rest: [local, remote],
     };
-    for co in q.rest.by_ref() {
-        co.event_loop_words().scheduled.store(0, Release);
-        co.enter();
+    for chain in &mut q.rest {
+        for co in chain.by_ref() {
+            co.event_loop_words().scheduled.store(0, Release);
+            n += 1;
+            co.enter();
+        }
     }
     ctx.count_coroutines(n);
     true
 }
 
 /// Forgets the scheduled coroutines of a context that is being dropped.
-pub(crate) fn abandon_scheduled(shared: &CtxShared) {
-    for co in shared.co_list.take_fifo() {
+pub(crate) fn abandon_scheduled(shared: &CtxShared, local_head: usize) {
+    for co in Chain(local_head).chain(shared.co_list.take_fifo()) {
         co.event_loop_words().scheduled.store(0, Release);
     }
 }

@@ -100,6 +100,8 @@ struct OwnerState {
     poll_started: Cell<bool>,
     /// Heads of the taken bottom-half lists, oldest first (QEMU's bh slices).
     slices: RefCell<Vec<*const BhNode>>,
+    /// Coroutines scheduled by the polling thread itself (head, tail words; 0 when empty).
+    local_co: Cell<(usize, usize)>,
 }
 
 struct OwnerCell(OwnerState);
@@ -193,6 +195,16 @@ pub(crate) fn current_shared() -> *const CtxShared {
     current_ptrs().1
 }
 
+/// The context this thread holds the claim of, if its shared part is `shared`.
+#[inline]
+pub(crate) fn current_if(shared: &CtxShared) -> Option<&AioContext> {
+    let (ctx, sh) = current_ptrs();
+    // SAFETY:
+    // * CURRENT is set only by `Claim`, which holds `&AioContext` while it is set; the
+    //   returned reference is used before the caller returns to that claim's scope.
+    std::ptr::eq(sh, shared).then(|| unsafe { &*ctx })
+}
+
 /// The context the calling thread is polling (or entering coroutines of), if any.
 pub fn current_context() -> Option<Arc<AioContext>> {
     let p = current_ptrs().0;
@@ -251,6 +263,7 @@ impl AioContext {
                 depth: Cell::new(0),
                 poll_started: Cell::new(false),
                 slices: RefCell::new(Vec::new()),
+                local_co: Cell::new((0, 0)),
             }),
             params: SharedPollParams::new(params),
             counters: Counters::default(),
@@ -441,7 +454,7 @@ impl AioContext {
                 progress = true;
             }
             // A poll_end callback may have scheduled work on this thread without a notify.
-            if timeout != 0 && (shared.work_queued() || self.slices_pending(st)) {
+            if timeout != 0 && self.local_work(st) {
                 timeout = 0;
             }
             if timeout != 0 {
@@ -471,10 +484,36 @@ impl AioContext {
     }
 
     fn compute_timeout(&self, st: &OwnerState) -> i64 {
-        if self.shared.work_queued() || self.slices_pending(st) {
+        if self.local_work(st) {
             return 0;
         }
         self.shared.timers.timeout_ns()
+    }
+
+    /// Anything queued that the next iteration runs without waiting.
+    fn local_work(&self, st: &OwnerState) -> bool {
+        self.shared.work_queued() || st.local_co.get().0 != 0 || self.slices_pending(st)
+    }
+
+    /// Queues a coroutine scheduled by the claimant thread itself: no atomic RMW needed.
+    /// The caller holds the claim (this context is the thread's current one).
+    pub(crate) fn push_local_co(&self, word: usize, link: &AtomicUsize) {
+        let st = self.owner();
+        link.store(0, Relaxed);
+        let (head, tail) = st.local_co.get();
+        if head == 0 {
+            st.local_co.set((word, word));
+        } else {
+            co_schedule::link_of(tail).store(word, Relaxed);
+            st.local_co.set((head, word));
+        }
+    }
+
+    /// Takes the coroutines queued by `push_local_co`, as (head word, FIFO through links).
+    pub(crate) fn take_local_co(&self) -> usize {
+        let st = self.owner();
+        let (head, _) = st.local_co.replace((0, 0));
+        head
     }
 
     fn slices_pending(&self, st: &OwnerState) -> bool {
@@ -542,7 +581,7 @@ impl AioContext {
         let mut elapsed;
         loop {
             progress = self.run_poll_handlers_once(ready);
-            if progress || self.shared.proto.pending() || self.shared.work_queued() {
+            if progress || self.shared.proto.pending() || self.local_work(self.owner()) {
                 *timeout = 0;
             }
             elapsed = start.elapsed().as_nanos().min(i64::MAX as u128) as i64;
@@ -713,7 +752,7 @@ impl Drop for AioContext {
         // Stop the workers before the lists they complete into go away.
         drop(self.pool.take());
         self.shared.bh_list.drain_without_running();
-        co_schedule::abandon_scheduled(&self.shared);
+        co_schedule::abandon_scheduled(&self.shared, self.owner.0.local_co.replace((0, 0)).0);
         self.shared.timers.clear();
         // Taken but unrun slices (a callback panicked): drop without running.
         for head in self.owner.0.slices.get_mut().drain(..) {
