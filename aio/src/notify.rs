@@ -122,6 +122,16 @@ impl NotifyProtocol {
         }
     }
 
+    /// `accept` as QEMU writes it (plain store + fence): the models show it loses wake-ups
+    /// under the C++ memory model.
+    #[cfg(all(test, loom))]
+    fn accept_plain_store(&self) {
+        if self.notified.load(Relaxed) {
+            self.notified.store(false, Relaxed);
+            fence(SeqCst);
+        }
+    }
+
     /// Whether a notification is pending (the busy-poll loop stops on it).
     #[inline]
     pub(crate) fn pending(&self) -> bool {
@@ -166,7 +176,28 @@ mod tests {
         }
     }
 
+    /// Deliberately broken variants, to show that the models catch them.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Variant {
+        Real,
+        /// Clear `notified` with a plain store (QEMU's text).
+        PlainStoreAccept,
+        /// Read the eventfd after processing the events (the second 2015 QEMU bug).
+        LateEventfdRead,
+    }
+
+    /// `LOOM_AIO_VARIANT` selects a broken variant (`scripts/loom-aio.sh --mutants` checks
+    /// that the models fail on each).
+    fn variant_from_env() -> Variant {
+        match std::env::var("LOOM_AIO_VARIANT").as_deref() {
+            Ok("plain-store-accept") => Variant::PlainStoreAccept,
+            Ok("late-eventfd-read") => Variant::LateEventfdRead,
+            _ => Variant::Real,
+        }
+    }
+
     struct Ctx {
+        variant: Variant,
         proto: NotifyProtocol,
         event: Event,
         /// Published requests not yet taken (the bottom-half list).
@@ -176,7 +207,12 @@ mod tests {
 
     impl Ctx {
         fn new() -> Ctx {
+            Self::with(variant_from_env())
+        }
+
+        fn with(variant: Variant) -> Ctx {
             Ctx {
+                variant,
                 proto: NotifyProtocol::new(),
                 event: Event::default(),
                 queued: AtomicUsize::new(0),
@@ -199,12 +235,18 @@ mod tests {
             }
             if block {
                 self.event.wait();
-                self.event.test_and_clear();
+                if self.variant != Variant::LateEventfdRead {
+                    self.event.test_and_clear();
+                }
             }
             if blocking {
                 self.proto.finish_wait();
             }
-            self.proto.accept();
+            if self.variant == Variant::PlainStoreAccept {
+                self.proto.accept_plain_store();
+            } else {
+                self.proto.accept();
+            }
             let n = self.queued.swap(0, Acquire);
             if n > 0 {
                 let before = self.processed.fetch_add(n, AcqRel);
@@ -215,6 +257,9 @@ mod tests {
                 if let Some(nested) = nested {
                     nested();
                 }
+            }
+            if block && self.variant == Variant::LateEventfdRead {
+                self.event.test_and_clear();
             }
         }
 
@@ -253,8 +298,12 @@ mod tests {
     /// Waiter, temporary waiter and notifier on three threads (QEMU's promela models).
     #[test]
     fn waiter_temporary_waiter_notifier() {
-        loom::model(|| {
-            let ctx = Arc::new(Ctx::new());
+        three_processes(variant_from_env());
+    }
+
+    fn three_processes(variant: Variant) {
+        loom::model(move || {
+            let ctx = Arc::new(Ctx::with(variant));
             let c1 = ctx.clone();
             let temp = loom::thread::spawn(move || {
                 // The temporary waiter polls once, blocking, while work is outstanding.
