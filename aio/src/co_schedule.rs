@@ -251,16 +251,29 @@ fn assert_not_scheduled(co: &Coroutine, by: &'static str) {
 }
 
 /// Wakes `co` in its home context (QEMU's `aio_co_wake`): entered at once when called from
-/// that context's thread outside a coroutine, queued otherwise.
+/// that context's thread outside a coroutine, queued otherwise (on the polling thread itself
+/// that costs no atomic read-modify-write besides the `scheduled` tag). A coroutine without
+/// a home (entered directly, never through a context) joins the context this thread polls.
 ///
 /// # Panics
-/// If it is already scheduled, has no home context (never entered through a context), or
-/// its home context was dropped.
+/// If it is already scheduled, has no home context and the caller polls none, or its home
+/// context was dropped.
 pub fn co_wake(co: Coroutine) {
-    let Some(home) = home_of(&co) else {
-        panic!("co_wake: the coroutine has no home context (start it with AioContext::co_enter or co_schedule)");
-    };
     let cur = current_shared();
+    let home = match home_of(&co) {
+        Some(home) => home,
+        None if !cur.is_null() => {
+            // Never scheduled through a context (entered directly): like QEMU's enter, which
+            // records the current context, it belongs to the context this thread runs.
+            // SAFETY: `cur` is the context this thread is polling, alive while it polls.
+            set_home(&co, unsafe { &*cur });
+            // SAFETY: as above.
+            unsafe { (*cur).home }
+        }
+        None => panic!(
+            "co_wake: the coroutine has no home context (start it with AioContext::co_enter or co_schedule)"
+        ),
+    };
     if std::ptr::eq(Weak::as_ptr(home), cur) {
         if !in_coroutine() {
             assert_not_scheduled(&co, BY_CO_WAKE);
