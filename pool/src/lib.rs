@@ -89,6 +89,7 @@ pub use stats::PoolStats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::local::LocalSlot;
+    pub use crate::pool::PoolShared;
     pub use crate::sync::LocalKey;
 }
 
@@ -120,11 +121,14 @@ macro_rules! pool {
     (@static $(#[$attr:meta])* $vis:vis $name:ident, $t:ty, $config:expr, $hook:expr) => {
         $(#[$attr])*
         $vis static $name: $crate::Pool<$t> = {
+            const CONFIG: $crate::PoolConfig = $config;
             ::std::thread_local! {
                 static LOCAL: $crate::__private::LocalSlot<$t> =
                     const { $crate::__private::LocalSlot::new() };
             }
-            $crate::Pool::__new(&LOCAL, $config, $hook)
+            static SHARED: $crate::__private::PoolShared<$t> =
+                $crate::__private::PoolShared::new(CONFIG);
+            $crate::Pool::__new(&LOCAL, &SHARED, CONFIG, $hook)
         };
     };
 }

@@ -13,12 +13,44 @@ use std::fmt;
 /// See the [crate documentation](crate) for the design. All methods take
 /// `&'static self` where they may touch the calling thread's list, because
 /// that list refers back to the pool when the thread exits.
+///
+/// `Pool` itself holds no interior mutability (the shared state is a second
+/// static, [`PoolShared`]), so a `static` pool lands in read-only memory and
+/// the compiler folds its fields into the caller: the thread-local lookup
+/// becomes a direct, inlinable access instead of a call through a pointer.
 pub struct Pool<T: Send + 'static> {
     local: &'static LocalKey<LocalSlot<T>>,
-    global: BatchStack<T>,
-    counters: Registry,
+    shared: &'static PoolShared<T>,
     config: PoolConfig,
     release_hook: Option<fn(&mut T)>,
+}
+
+/// The part of a [`Pool`] that threads share (created by
+/// [`pool!`](crate::pool); not for direct use).
+#[doc(hidden)]
+pub struct PoolShared<T> {
+    global: BatchStack<T>,
+    counters: Registry,
+}
+
+impl<T> fmt::Debug for PoolShared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolShared")
+            .field("global", &self.global)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> PoolShared<T> {
+    loom_const_fn! {
+        /// Empty shared state for a pool configured with `config`.
+        pub fn new(config: PoolConfig) -> PoolShared<T> {
+            PoolShared {
+                global: BatchStack::new(config.global_cap),
+                counters: Registry::new(),
+            }
+        }
+    }
 }
 
 impl<T: Send + 'static> fmt::Debug for Pool<T> {
@@ -33,21 +65,21 @@ impl<T: Send + 'static> fmt::Debug for Pool<T> {
 
 impl<T: Send + 'static> Pool<T> {
     loom_const_fn! {
-        /// Builds a pool around its thread-local slot. Use [`pool!`](crate::pool)
-        /// instead; under `cfg(loom)` models call this (with a
-        /// `loom::thread_local!` slot) because loom atomics cannot be `const`.
+        /// Builds a pool from its thread-local slot and shared state. Use
+        /// [`pool!`](crate::pool) instead; under `cfg(loom)` models call this
+        /// (with a `loom::thread_local!` slot) because loom atomics cannot be
+        /// `const`.
         #[doc(hidden)]
         pub fn __new(
             local: &'static LocalKey<LocalSlot<T>>,
+            shared: &'static PoolShared<T>,
             config: PoolConfig,
             release_hook: Option<fn(&mut T)>,
         ) -> Pool<T> {
-            let config = config.sanitized();
             Pool {
                 local,
-                global: BatchStack::new(config.global_cap),
-                counters: Registry::new(),
-                config,
+                shared,
+                config: config.sanitized(),
                 release_hook,
             }
         }
@@ -93,7 +125,7 @@ impl<T: Send + 'static> Pool<T> {
             .try_with(|slot| {
                 slot.pop(self).or_else(|| {
                     // Slow path, with the list not borrowed (see `local`).
-                    let batch = self.global.pop()?;
+                    let batch = self.shared.global.pop()?;
                     slot.refill(self, batch)
                 })
             })
@@ -118,7 +150,12 @@ impl<T: Send + 'static> Pool<T> {
             // The thread-local is being (or has been) destroyed.
             Err(_) => {
                 if let Some(value) = value.take() {
-                    self.release(vec![value], &self.counters.orphan, Writer::Shared, true);
+                    self.release(
+                        vec![value],
+                        &self.shared.counters.orphan,
+                        Writer::Shared,
+                        true,
+                    );
                 }
             }
         }
@@ -135,9 +172,9 @@ impl<T: Send + 'static> Pool<T> {
     /// returns how many. Threads' local lists are left alone, and the caller
     /// gets no local list of its own.
     pub fn trim(&self) -> usize {
-        let orphan = &self.counters.orphan;
+        let orphan = &self.shared.counters.orphan;
         let mut trimmed = 0;
-        while let Some(batch) = self.global.pop() {
+        while let Some(batch) = self.shared.global.pop() {
             trimmed += batch.len();
             orphan.add(Writer::Shared, |c| &c.dropped, batch.len() as u64);
             drop(batch);
@@ -150,8 +187,8 @@ impl<T: Send + 'static> Pool<T> {
     /// Exact when no thread is using the pool; otherwise a snapshot.
     pub fn stats(&self) -> PoolStats {
         let mut stats = PoolStats::default();
-        self.counters.add_to(&mut stats);
-        stats.pooled = stats.pooled.wrapping_add(self.global.len() as u64);
+        self.shared.counters.add_to(&mut stats);
+        stats.pooled = stats.pooled.wrapping_add(self.shared.global.len() as u64);
         stats
     }
 
@@ -159,21 +196,27 @@ impl<T: Send + 'static> Pool<T> {
     /// snapshot). A thread stops counting once its exit hand-back is done,
     /// and its counts are then visible to `stats`.
     pub fn active_threads(&self) -> usize {
-        self.counters.active()
+        self.shared.counters.active()
     }
 
     /// Sets the global cap (in objects). Applies to later releases; objects
     /// already in the global list stay until they are taken or trimmed.
     pub fn set_global_cap(&self, cap: usize) {
-        self.global.set_cap(cap);
+        self.shared.global.set_cap(cap);
     }
 
     /// The configuration in force (with the current global cap).
     pub fn config(&self) -> PoolConfig {
         PoolConfig {
-            global_cap: self.global.cap(),
+            global_cap: self.shared.global.cap(),
             ..self.config
         }
+    }
+
+    /// The shared state (for loom models that free their pools).
+    #[doc(hidden)]
+    pub fn __shared(&self) -> &'static PoolShared<T> {
+        self.shared
     }
 
     pub(crate) fn config_ref(&self) -> &PoolConfig {
@@ -181,7 +224,7 @@ impl<T: Send + 'static> Pool<T> {
     }
 
     pub(crate) fn registry(&self) -> &Registry {
-        &self.counters
+        &self.shared.counters
     }
 
     /// Thread exit: the whole list goes to the global list in batches.
@@ -200,7 +243,7 @@ impl<T: Send + 'static> Pool<T> {
         if let (true, Some(release_hook)) = (hook, self.release_hook) {
             batch.iter_mut().for_each(release_hook);
         }
-        let (excess, pushed) = self.global.push(batch);
+        let (excess, pushed) = self.shared.global.push(batch);
         if pushed {
             counters.add(writer, |c| &c.released, 1);
         }
@@ -215,8 +258,8 @@ impl<T: Send + 'static> Pool<T> {
     /// the global list, the rest of it pushed straight back.
     #[cold]
     fn try_get_without_local(&self) -> Option<T> {
-        let orphan = &self.counters.orphan;
-        let mut batch = self.global.pop()?;
+        let orphan = &self.shared.counters.orphan;
+        let mut batch = self.shared.global.pop()?;
         orphan.add(Writer::Shared, |c| &c.stolen, 1);
         let value = batch.pop();
         if value.is_some() {
@@ -230,7 +273,7 @@ impl<T: Send + 'static> Pool<T> {
     fn count(&'static self, counter: fn(&ThreadCounters) -> &crate::counters::Counter, n: u64) {
         match self.local.try_with(|slot| slot.counters(self)) {
             Ok(counters) => counters.add(Writer::Owner, counter, n),
-            Err(_) => self.counters.orphan.add(Writer::Shared, counter, n),
+            Err(_) => self.shared.counters.orphan.add(Writer::Shared, counter, n),
         }
     }
 }

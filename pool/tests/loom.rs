@@ -9,7 +9,7 @@
 //! crossbeam-epoch gives the normal build (no address reuse while pinned).
 #![cfg(loom)]
 
-use corral_pool::__private::LocalSlot;
+use corral_pool::__private::{LocalSlot, PoolShared};
 use corral_pool::{Pool, PoolConfig, PoolStats};
 use loom::thread;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -31,7 +31,13 @@ loom::thread_local! {
 /// A fresh pool and drop counter for one model execution; give both to
 /// [`free`] at the end.
 fn fresh(config: PoolConfig) -> (&'static Pool<Tracked>, &'static AtomicUsize) {
-    let pool = Box::leak(Box::new(Pool::__new(&LOCAL, config, Some(mark_released))));
+    let shared = Box::leak(Box::new(PoolShared::new(config)));
+    let pool = Box::leak(Box::new(Pool::__new(
+        &LOCAL,
+        shared,
+        config,
+        Some(mark_released),
+    )));
     (pool, Box::leak(Box::new(AtomicUsize::new(0))))
 }
 
@@ -42,7 +48,7 @@ fn fresh(config: PoolConfig) -> (&'static Pool<Tracked>, &'static AtomicUsize) {
 /// * every thread that used `pool` has exited and finished its hand-back
 ///   (`active_threads() == 0`) and the calling thread never used `get`/`put`
 ///   (it has no local list pointing at the pool);
-/// * neither reference is used afterwards.
+/// * neither reference (nor the pool's shared state) is used afterwards.
 unsafe fn free(pool: &'static Pool<Tracked>, drops: &'static AtomicUsize) {
     // SAFETY: per this function's contract; both came from `Box::leak`.
     unsafe {
