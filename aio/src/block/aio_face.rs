@@ -72,20 +72,49 @@ pub(super) fn start_bh(inner: &Arc<Inner>) -> crate::Bh {
 }
 
 /// Enters every coroutine queued when the bottom half started; those they queue wait for
-/// the next pass.
+/// the next pass. If one panics (the payload resurfaces from the event loop), the rest of
+/// the batch goes back to the front of the queue for the next pass: none is lost.
 fn start_queued(inner: &Inner) {
-    let mut batch = inner.local.with(|l| {
+    struct Pass<'a> {
+        inner: &'a Inner,
+        batch: Vec<Coroutine>,
+        next: usize,
+    }
+    impl Drop for Pass<'_> {
+        fn drop(&mut self) {
+            let rest = self.batch.len() - self.next;
+            let mut batch = std::mem::take(&mut self.batch);
+            self.inner.local.with(|l| {
+                if rest > 0 {
+                    let newer = std::mem::replace(&mut l.queue, batch.split_off(self.next));
+                    l.queue.extend(newer);
+                }
+                batch.clear();
+                if l.spare.capacity() < batch.capacity() {
+                    l.spare = batch;
+                }
+            });
+            if rest > 0 {
+                if let Some(bh) = self.inner.start_bh.get() {
+                    bh.schedule();
+                }
+            }
+        }
+    }
+    let batch = inner.local.with(|l| {
         let spare = std::mem::take(&mut l.spare);
         std::mem::replace(&mut l.queue, spare)
     });
-    for co in batch.drain(..) {
+    let mut pass = Pass {
+        inner,
+        batch,
+        next: 0,
+    };
+    while pass.next < pass.batch.len() {
+        let co = pass.batch[pass.next];
+        pass.next += 1;
         co.enter();
     }
-    inner.local.with(|l| {
-        if l.spare.capacity() < batch.capacity() {
-            l.spare = batch;
-        }
-    });
 }
 
 /// Ends a local request; drops the keepalive (outside the borrow) with the last one.
@@ -178,20 +207,33 @@ impl BlockDevice {
             self.inner.remote_pending.fetch_add(1, Ordering::AcqRel);
             let dev = self.clone();
             let co = self.make_coroutine(move || {
-                body(&dev);
-                dev.inner.remote_pending.fetch_sub(1, Ordering::AcqRel);
+                // Counted down also if the callback panics: `drain` must still end.
+                struct Done(BlockDevice);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.inner.remote_pending.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                let done = Done(dev);
+                body(&done.0);
             });
             self.inner.ctx.co_schedule(co);
             return;
         }
         let dev = DeviceRef(Arc::as_ptr(&self.inner));
         let co = self.make_coroutine(move || {
-            // SAFETY: this request is pending until `finish_local` below.
+            // Ends the request also if the callback panics, so `drain` still ends.
+            struct Done(*const Inner);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    finish_local(self.0);
+                }
+            }
+            let _done = Done(dev.0);
+            // SAFETY: this request is pending until `_done` drops, after `handle` (declared
+            // later, dropped first; it releases nothing anyway).
             let handle = unsafe { dev.get() };
             body(&handle);
-            let inner = Arc::as_ptr(&handle.inner);
-            // `finish_local` may free the device: `handle` is not used after it.
-            finish_local(inner);
         });
         let first = self.inner.local.with(|l| {
             if l.pending == 0 {

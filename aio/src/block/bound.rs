@@ -84,3 +84,25 @@ impl<T> fmt::Debug for ThreadBound<T> {
             .finish_non_exhaustive()
     }
 }
+
+/// Runs `f` with the counter `field` of `cell` raised by one, and lowers it again even
+/// if `f` panics (a panicking coroutine resurfaces in whoever entered it: a backend's
+/// completion loop must not stay plugged forever because of it).
+pub(crate) fn while_raised<T, R>(
+    cell: &ThreadBound<T>,
+    field: fn(&mut T) -> &mut usize,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Lower<'a, T> {
+        cell: &'a ThreadBound<T>,
+        field: fn(&mut T) -> &mut usize,
+    }
+    impl<T> Drop for Lower<'_, T> {
+        fn drop(&mut self) {
+            self.cell.with(|v| *(self.field)(v) -= 1);
+        }
+    }
+    cell.with(|v| *field(v) += 1);
+    let _lower = Lower { cell, field };
+    f()
+}

@@ -86,6 +86,15 @@ pub(super) struct Inner {
     pub(super) start_bh: OnceLock<Bh>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Bottom halves live until deleted: this one would otherwise outlive the device.
+        if let Some(bh) = self.start_bh.get() {
+            bh.delete();
+        }
+    }
+}
+
 /// At most this many buffers per request (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 

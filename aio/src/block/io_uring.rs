@@ -12,7 +12,7 @@
 //! * At most `CQ_ENTRIES` requests are in the kernel, so the completion ring cannot
 //!   overflow; more wait in a queue.
 
-use super::bound::ThreadBound;
+use super::bound::{while_raised, ThreadBound};
 use super::glue;
 use super::request::{self, Op, Request, RequestQueue};
 use super::{Backend, BackendStats};
@@ -134,6 +134,9 @@ impl IoUringBackend {
 
 impl Drop for IoUringBackend {
     fn drop(&mut self) {
+        if let Some(bh) = self.shared.submit_bh.get() {
+            bh.delete();
+        }
         glue::unwatch_fd(&self.ctx, self.ring_fd);
     }
 }
@@ -191,6 +194,23 @@ fn sqe_for(req: NonNull<Request>, fixed_fd: Option<RawFd>) -> squeue::Entry {
 }
 
 impl State {
+    /// The next final completion: resubmissions (`EAGAIN`, short transfers) are queued
+    /// here and skipped.
+    fn next_completion(&mut self) -> Option<(NonNull<Request>, isize)> {
+        loop {
+            let cqe = self.ring.completion().next()?;
+            self.in_kernel -= 1;
+            self.stats.reaped += 1;
+            let req = NonNull::new(cqe.user_data() as *mut Request)
+                .expect("io_uring CQE without a request");
+            if needs_resubmit(req, cqe.result()) {
+                self.enqueue(req);
+            } else {
+                return Some((req, cqe.result() as isize));
+            }
+        }
+    }
+
     /// Pushes `req` into the submission ring if there is room, else queues it.
     fn enqueue(&mut self, req: NonNull<Request>) {
         if self.in_kernel < CQ_ENTRIES {
@@ -218,12 +238,6 @@ impl State {
     }
 }
 
-/// What to do with one reaped CQE.
-enum Reaped {
-    Complete(NonNull<Request>, isize),
-    Resubmit(NonNull<Request>),
-}
-
 impl Shared {
     fn has_completions(&self) -> bool {
         self.state.with(|s| !s.ring.completion().is_empty())
@@ -231,6 +245,21 @@ impl Shared {
 
     /// Delivers completions, then submits, then checks once more for completions.
     fn process(&self) {
+        // A woken coroutine that panics unwinds through here: run again from the bottom
+        // half so the completions and submissions left behind are not stranded (the
+        // eventfd may already be cleared).
+        struct Resume<'a>(&'a Shared);
+        impl Drop for Resume<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.state.with(|s| s.bh_scheduled = true);
+                    if let Some(bh) = self.0.submit_bh.get() {
+                        bh.schedule();
+                    }
+                }
+            }
+        }
+        let _resume = Resume(self);
         self.reap();
         if self.flush() > 0 {
             self.reap();
@@ -240,46 +269,21 @@ impl Shared {
 
     /// Completes every CQE available now, plugged so that woken coroutines queue.
     fn reap(&self) {
-        self.state.with(|s| s.plugged += 1);
-        let mut batch: [Option<Reaped>; 32] = [const { None }; 32];
-        loop {
-            let n = self.state.with(|s| {
-                let mut n = 0;
-                let mut cq = s.ring.completion();
-                while n < batch.len() {
-                    let Some(cqe) = cq.next() else { break };
-                    let req = NonNull::new(cqe.user_data() as *mut Request)
-                        .expect("io_uring CQE without a request");
-                    batch[n] = Some(classify(req, cqe.result()));
-                    n += 1;
-                }
-                drop(cq);
-                for slot in &batch[..n] {
-                    match slot {
-                        Some(Reaped::Resubmit(req)) => {
-                            s.in_kernel -= 1;
-                            s.enqueue(*req);
-                        }
-                        _ => s.in_kernel -= 1,
-                    }
-                }
-                s.stats.reaped += n as u64;
-                n
-            });
-            for slot in &mut batch[..n] {
-                if let Some(Reaped::Complete(req, res)) = slot.take() {
+        while_raised(
+            &self.state,
+            |s| &mut s.plugged,
+            || {
+                // One CQE at a time, completed outside the borrow: a coroutine that panics when
+                // woken loses no other completion.
+                while let Some((req, res)) = self.state.with(|s| s.next_completion()) {
                     // SAFETY:
                     // * the CQE carried this request's address, each request gets one final CQE,
                     //   so it is in flight and ours to complete;
                     // * no borrow of `state` is held.
                     unsafe { request::complete(req, res) };
                 }
-            }
-            if n < batch.len() {
-                break;
-            }
-        }
-        self.state.with(|s| s.plugged -= 1);
+            },
+        )
     }
 
     /// Moves queued requests into the ring and calls `io_uring_enter` once for all of them;
@@ -334,17 +338,19 @@ impl Shared {
     }
 }
 
-/// Decides what a CQE result means for `req`.
-fn classify(req: NonNull<Request>, res: i32) -> Reaped {
-    // SAFETY: the request is in flight (see `reap`); only plain fields are read/updated.
+/// Whether a CQE result asks for `req` to go again: `EAGAIN`/`EINTR`, or a short read or
+/// write that made progress (the rest is resubmitted; zero bytes after progress is EOF).
+fn needs_resubmit(req: NonNull<Request>, res: i32) -> bool {
+    // SAFETY: the request is in flight and owned by the backend; only plain fields are
+    // read and updated, with no other reference to it alive.
     let r = unsafe { &mut *req.as_ptr() };
     match res {
-        e if e == -libc::EAGAIN || e == -libc::EINTR => Reaped::Resubmit(req),
+        e if e == -libc::EAGAIN || e == -libc::EINTR => true,
         n if n > 0 && r.op != Op::Flush && r.done_bytes + (n as usize) < r.len => {
             r.done_bytes += n as usize;
-            Reaped::Resubmit(req)
+            true
         }
-        n => Reaped::Complete(req, n as isize),
+        _ => false,
     }
 }
 

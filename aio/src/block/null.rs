@@ -13,7 +13,7 @@ use super::request::{self, Request, RequestQueue};
 use super::Backend;
 use crate::{AioContext, Bh};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -31,18 +31,59 @@ impl NullBackend {
     pub fn bottom_half(ctx: &Arc<AioContext>) -> Self {
         let queue = Arc::new(ThreadBound::new(RequestQueue::default()));
         let pending = queue.clone();
-        let bh = ctx.bh_new(move || complete_all(&pending));
+        let bh_slot: Arc<OnceLock<Bh>> = Arc::default();
+        let bh_ref = bh_slot.clone();
+        let bh = ctx.bh_new(move || {
+            if let Some(bh) = bh_ref.get() {
+                complete_all(&pending, bh);
+            }
+        });
+        // The callback holds a handle to its own bottom half (to reschedule a pass cut short
+        // by a panic); `Drop` deletes the bottom half, which drops the callback and the handle.
+        let _ = bh_slot.set(bh.clone());
         NullBackend {
             bh: Some((bh, queue)),
         }
     }
 }
 
+impl Drop for NullBackend {
+    fn drop(&mut self) {
+        if let Some((bh, _)) = &self.bh {
+            bh.delete();
+        }
+    }
+}
+
 /// Completes what was queued when the bottom half started (requests queued by the
 /// coroutines it wakes wait for the next pass, so one pass always ends).
-fn complete_all(queue: &ThreadBound<RequestQueue>) {
-    let mut batch = queue.with(|q| q.take());
-    while let Some(req) = batch.pop_front() {
+fn complete_all(queue: &ThreadBound<RequestQueue>, bh: &Bh) {
+    /// If a woken coroutine panics, the rest of the batch goes back to the queue (in
+    /// order, ahead of newer requests) for the next pass: nothing is lost.
+    struct Requeue<'a> {
+        batch: RequestQueue,
+        queue: &'a ThreadBound<RequestQueue>,
+        bh: &'a Bh,
+    }
+    impl Drop for Requeue<'_> {
+        fn drop(&mut self) {
+            if self.batch.len() > 0 {
+                let mut rest = self.batch.take();
+                self.queue.with(|q| {
+                    let newer = q.take();
+                    *q = rest.take();
+                    q.append(newer);
+                });
+                self.bh.schedule();
+            }
+        }
+    }
+    let mut pass = Requeue {
+        batch: queue.with(|q| q.take()),
+        queue,
+        bh,
+    };
+    while let Some(req) = pass.batch.pop_front() {
         let len = size(req);
         // SAFETY:
         // * `req` was handed to us by `submit` and not completed yet;

@@ -129,6 +129,31 @@ pub(crate) unsafe fn complete(req: NonNull<Request>, res: isize) {
     }
 }
 
+/// Like [`complete`], but the waiting coroutine is resumed from the context's scheduled
+/// list (`co_schedule`) rather than entered here: for completion paths that run inside
+/// someone else's loop and must not be cut short by a panic of the woken coroutine.
+///
+/// # Safety
+///
+/// As for [`complete`].
+pub(crate) unsafe fn complete_scheduled(
+    req: NonNull<Request>,
+    res: isize,
+    ctx: &crate::AioContext,
+) {
+    // SAFETY: `req` is live and still owned by the backend (caller's contract).
+    let req = unsafe { req.as_ref() };
+    debug_assert!(req.result.get().is_none(), "block request completed twice");
+    let waiter = req.waiter;
+    req.result.set(Some(res));
+    // From here on `req` may be freed by its coroutine: only `waiter` is used.
+    if let Some(co) = waiter {
+        if !co.entered() {
+            ctx.co_schedule(co);
+        }
+    }
+}
+
 /// Completes `req` from inside `submit`, where the waiting coroutine is the running one:
 /// it sees the result when `submit` returns, so there is nobody to wake.
 ///
@@ -219,6 +244,14 @@ impl RequestQueue {
         }
         self.len -= 1;
         Some(head)
+    }
+
+    /// Moves every request of `other` to the back of this queue.
+    pub(crate) fn append(&mut self, mut other: RequestQueue) {
+        while let Some(req) = other.pop_front() {
+            // SAFETY: `req` was queued in `other`, so it is valid and in flight.
+            unsafe { self.push_back(req) };
+        }
     }
 
     /// Takes the whole queue, leaving this one empty.

@@ -75,6 +75,7 @@ impl Backend for ThreadsBackend {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let (work_req, done_req) = (SendRequest(req), SendRequest(req));
         let in_flight = self.in_flight.clone();
+        let ctx = self.ctx.clone();
         let _work = self.ctx.thread_pool().submit_raw(
             move || perform(&work_req),
             move |res: Option<isize>| {
@@ -83,10 +84,13 @@ impl Backend for ThreadsBackend {
                 // * the worker finished with the request (or never started it: cancelled) and
                 //   this completion runs once, on the context thread, with no backend state
                 //   borrowed.
+                // The waiter resumes from the context's coroutine list, not inside the pool's
+                // completion loop, which a panicking coroutine would cut short.
                 unsafe {
-                    request::complete(
+                    request::complete_scheduled(
                         done_req.into_inner(),
                         res.unwrap_or(-(libc::ECANCELED as isize)),
+                        &ctx,
                     )
                 };
             },

@@ -14,7 +14,7 @@
 mod ring;
 pub(crate) mod sys;
 
-use super::bound::ThreadBound;
+use super::bound::{while_raised, ThreadBound};
 use super::error::syscall;
 use super::glue;
 use super::request::{self, Op, Request, RequestQueue};
@@ -57,6 +57,40 @@ struct State {
     plugged: usize,
     bh_scheduled: bool,
     stats: BackendStats,
+    /// Events fetched by `io_getevents` (only without a userspace ring), and how many of
+    /// them were consumed.
+    fetched: [IoEvent; 32],
+    fetched_len: usize,
+    fetched_next: usize,
+}
+
+impl State {
+    /// The next completed event, if any: from the ring, else through `io_getevents`.
+    fn next_event(&mut self, id: AioContextId) -> Option<IoEvent> {
+        let event = match self.ring.as_mut() {
+            Some(ring) => {
+                let event = ring.pop()?;
+                self.stats.reaped += 1;
+                event
+            }
+            None => {
+                if self.fetched_next == self.fetched_len {
+                    if self.in_kernel == 0 {
+                        return None;
+                    }
+                    self.fetched_len = sys::io_getevents_nowait(id, &mut self.fetched).unwrap_or(0);
+                    self.fetched_next = 0;
+                }
+                if self.fetched_next == self.fetched_len {
+                    return None;
+                }
+                self.fetched_next += 1;
+                self.fetched[self.fetched_next - 1]
+            }
+        };
+        self.in_kernel -= 1;
+        Some(event)
+    }
 }
 
 impl LinuxAioBackend {
@@ -75,6 +109,9 @@ impl LinuxAioBackend {
             plugged: 0,
             bh_scheduled: false,
             stats: BackendStats::default(),
+            fetched: [IoEvent::default(); 32],
+            fetched_len: 0,
+            fetched_next: 0,
         };
         let shared = Arc::new(Shared {
             state: ThreadBound::new(state),
@@ -129,6 +166,9 @@ impl LinuxAioBackend {
 
 impl Drop for LinuxAioBackend {
     fn drop(&mut self) {
+        if let Some(bh) = self.shared.submit_bh.get() {
+            bh.delete();
+        }
         glue::unwatch_fd(&self.ctx, self.shared.eventfd.as_raw_fd());
     }
 }
@@ -196,6 +236,21 @@ impl Shared {
     /// Delivers completions, then submits what they (and earlier requests) queued, and
     /// checks once more for completions that the submission found ready.
     fn process(&self) {
+        // A woken coroutine that panics unwinds through here: run again from the bottom
+        // half so the completions and submissions left behind are not stranded (the
+        // eventfd may already be cleared).
+        struct Resume<'a>(&'a Shared);
+        impl Drop for Resume<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.state.with(|s| s.bh_scheduled = true);
+                    if let Some(bh) = self.0.submit_bh.get() {
+                        bh.schedule();
+                    }
+                }
+            }
+        }
+        let _resume = Resume(self);
         self.reap();
         if self.submit_pending() > 0 {
             self.reap();
@@ -203,56 +258,31 @@ impl Shared {
         }
     }
 
-    /// Completes every event available now, plugged so that woken coroutines queue.
+    /// Completes every event available now, plugged so that woken coroutines queue. One
+    /// event leaves the ring (or the fallback buffer) per completion, so a coroutine that
+    /// panics when woken loses no other completion.
     fn reap(&self) -> usize {
-        self.state.with(|s| s.plugged += 1);
-        let mut reaped = 0;
-        let mut batch = [IoEvent::default(); 32];
-        loop {
-            // Take a batch under the borrow, complete outside it.
-            let n = self.state.with(|s| {
-                let n = match s.ring.as_mut() {
-                    Some(ring) => {
-                        let mut n = 0;
-                        while n < batch.len() {
-                            match ring.pop() {
-                                Some(event) => batch[n] = event,
-                                None => break,
-                            }
-                            n += 1;
-                        }
-                        n
-                    }
-                    None if s.in_kernel > 0 => {
-                        sys::io_getevents_nowait(self.id, &mut batch).unwrap_or(0)
-                    }
-                    None => 0,
-                };
-                s.in_kernel -= n;
-                if s.ring.is_some() {
-                    s.stats.reaped += n as u64;
+        while_raised(
+            &self.state,
+            |s| &mut s.plugged,
+            || {
+                let mut reaped = 0;
+                while let Some(event) = self.state.with(|s| s.next_event(self.id)) {
+                    // SAFETY:
+                    // * `data` is the address of a request we submitted (set in `prepare`) and the
+                    //   kernel reports each iocb once, so it is in flight and ours to complete;
+                    // * no borrow of `state` is held.
+                    unsafe {
+                        request::complete(
+                            NonNull::new_unchecked(event.data as *mut Request),
+                            event.res as isize,
+                        )
+                    };
+                    reaped += 1;
                 }
-                n
-            });
-            for event in &batch[..n] {
-                // SAFETY:
-                // * `data` is the address of a request we submitted (set in `prepare`) and the
-                //   kernel reports each iocb once, so it is in flight and ours to complete;
-                // * no borrow of `state` is held.
-                unsafe {
-                    request::complete(
-                        NonNull::new_unchecked(event.data as *mut Request),
-                        event.res as isize,
-                    )
-                };
-            }
-            reaped += n;
-            if n < batch.len() {
-                break;
-            }
-        }
-        self.state.with(|s| s.plugged -= 1);
-        reaped
+                reaped
+            },
+        )
     }
 
     /// Sends queued requests with as few `io_submit` calls as the kernel allows; returns
