@@ -218,3 +218,44 @@ impl<T> Drop for BatchStack<T> {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::BatchStack;
+
+    #[test]
+    fn pops_one_batch_at_a_time_newest_first() {
+        let stack = BatchStack::new(100);
+        assert_eq!(stack.push(vec![1, 2]), (vec![], true));
+        assert_eq!(stack.push(vec![3, 4, 5]), (vec![], true));
+        assert_eq!(stack.len(), 5);
+        assert_eq!(stack.pop(), Some(vec![3, 4, 5]));
+        assert_eq!(stack.len(), 2);
+        assert_eq!(stack.pop(), Some(vec![1, 2]));
+        assert_eq!(stack.pop(), None);
+        assert_eq!(stack.len(), 0);
+    }
+
+    #[test]
+    fn cap_cuts_the_batch_and_returns_the_excess() {
+        let stack = BatchStack::new(4);
+        assert_eq!(stack.push(vec![1, 2, 3]), (vec![], true));
+        assert_eq!(stack.push(vec![4, 5, 6]), (vec![5, 6], true));
+        assert_eq!(stack.push(vec![7]), (vec![7], false));
+        assert_eq!(stack.len(), 4);
+        stack.set_cap(0);
+        assert_eq!(stack.len(), 4, "a lower cap keeps what is there");
+        assert_eq!(stack.push(Vec::<i32>::new()), (vec![], false));
+    }
+
+    #[test]
+    fn drop_frees_pooled_objects() {
+        let witness = std::sync::Arc::new(());
+        let stack = BatchStack::new(10);
+        stack.push(vec![witness.clone(), witness.clone()]);
+        stack.push(vec![witness.clone()]);
+        assert_eq!(std::sync::Arc::strong_count(&witness), 4);
+        drop(stack);
+        assert_eq!(std::sync::Arc::strong_count(&witness), 1);
+    }
+}

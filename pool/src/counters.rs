@@ -235,3 +235,32 @@ impl Drop for Registry {
         self.free_blocks();
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Registry, Writer};
+    use crate::PoolStats;
+
+    #[test]
+    fn released_blocks_are_reused_and_keep_their_totals() {
+        let registry = Registry::new();
+        let a = registry.claim();
+        a.add(Writer::Owner, |c| &c.created, 3);
+        let b = registry.claim();
+        assert!(!std::ptr::eq(a, b));
+        b.add(Writer::Owner, |c| &c.reused, 2);
+        assert_eq!(registry.active(), 2);
+        a.release();
+        assert_eq!(registry.active(), 1);
+        let c = registry.claim();
+        assert!(
+            std::ptr::eq(a, c),
+            "a free block is claimed before a new one"
+        );
+        c.add(Writer::Owner, |c| &c.created, 1);
+        registry.orphan.add(Writer::Shared, |c| &c.dropped, 5);
+        let mut stats = PoolStats::default();
+        registry.add_to(&mut stats);
+        assert_eq!((stats.created, stats.reused, stats.dropped), (4, 2, 5));
+    }
+}

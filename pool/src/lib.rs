@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  thread A                      global list (Treiber stack of batches)        thread B
-//!  ┌──────────────┐  get: pop    head ─► [64 objs] ─► [64 objs] ─► null        ┌──────────────┐
+//!  ┌──────────────┐  get: pop    head ─► [batch]   ─► [batch]   ─► null        ┌──────────────┐
 //!  │ local list   │◄─ one batch ─┘  ▲                                          │ local list   │
 //!  │ (Vec, plain  │    (1 CAS)      └─ one batch (1 CAS) when over local_cap ──│ (Vec, plain  │
 //!  │  memory ops) │                                                            │  memory ops) │
@@ -132,6 +132,3 @@ macro_rules! pool {
         };
     };
 }
-
-#[cfg(all(test, not(loom)))]
-mod tests;
