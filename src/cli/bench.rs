@@ -6,7 +6,7 @@
 //! Everything runs on the calling thread's `AioContext`.
 
 use corral::aio::block::{AllocMode, BackendKind, BackendStats, BlockDevice, OpenOptions};
-use corral::aio::AioContext;
+use corral::aio::{AioContext, PollParams};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::io::{self, IsTerminal};
@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// where two clock reads would still cost ~4% of a page-cache read).
     #[arg(long)]
     sample: Option<u64>,
+    /// Longest adaptive busy-poll window of the event loop in ns (0: never poll; default:
+    /// the context's default, like QEMU's iothread `poll-max-ns`).
+    #[arg(long)]
+    poll_max_ns: Option<u64>,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -212,7 +216,13 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             "--depth and --size must be at least 1",
         ));
     }
-    let ctx = AioContext::new()?;
+    let ctx = match args.poll_max_ns {
+        Some(max_ns) => AioContext::with_poll_params(PollParams {
+            max_ns,
+            ..PollParams::default()
+        })?,
+        None => AioContext::new()?,
+    };
     let opts = OpenOptions {
         backend,
         write: args.write,

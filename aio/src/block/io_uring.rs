@@ -71,9 +71,16 @@ impl IoUringBackend {
     /// Sets up a ring and registers its fd with `ctx`.
     pub fn new(ctx: &Arc<AioContext>) -> io::Result<Self> {
         // SINGLE_ISSUER (Linux 6.0) lets the kernel skip locking; the ring is only ever
-        // used from this thread (`ThreadBound`). Older kernels refuse the flag: go without.
+        // used from this thread (`ThreadBound`). COOP_TASKRUN + TASKRUN_FLAG (5.19): the
+        // kernel does not interrupt us to post completions; it raises a flag instead, which
+        // the poll handler sees and one `io_uring_enter` (often our next submit) serves.
+        // Measured A/B interleaved on O_DIRECT 4 KiB random reads: about 5% more IOPS, same
+        // CPU per request; page-cache reads unchanged. Older kernels refuse the flags: go
+        // without.
         let ring = IoUring::builder()
             .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .build(SQ_ENTRIES)
             .or_else(|_| IoUring::builder().build(SQ_ENTRIES))?;
         let ring_fd = ring.as_raw_fd();
@@ -239,8 +246,10 @@ impl State {
 }
 
 impl Shared {
+    /// CQEs to reap, or completions the kernel holds back until we enter it (TASKRUN flag).
     fn has_completions(&self) -> bool {
-        self.state.with(|s| !s.ring.completion().is_empty())
+        self.state
+            .with(|s| !s.ring.completion().is_empty() || s.ring.submission().taskrun())
     }
 
     /// Delivers completions, then submits, then checks once more for completions.
