@@ -278,6 +278,17 @@ impl Shared {
 
     /// Completes every CQE available now, plugged so that woken coroutines queue.
     fn reap(&self) {
+        self.state.with(|s| {
+            // Completions held back as task work are posted by any enter with GETEVENTS
+            // (`submit` adds it when the TASKRUN flag is up); queued SQEs go along.
+            if s.ring.submission().taskrun() {
+                s.stats.submit_calls += 1;
+                if let Ok(n) = s.ring.submit() {
+                    s.unsubmitted = s.unsubmitted.saturating_sub(n);
+                    s.stats.submitted += n as u64;
+                }
+            }
+        });
         while_raised(
             &self.state,
             |s| &mut s.plugged,
