@@ -5,7 +5,10 @@
 # also runs sequentially beside it (mode *-seq).
 #
 #   benches/compare.sh [FILE]        (default: target/compare-1g.img, created if missing)
-#   ROUNDS=5 COUNT_DIRECT=200000 COUNT_CACHED=1000000 benches/compare.sh
+#   ROUNDS=5 COUNT_DIRECT=200000 COUNT_CACHED=1000000 COUNT_NULL=2000000 benches/compare.sh
+#
+# Also measures the engines' own overhead without I/O: corral's null backends (inline and
+# bottom half, pooled and heap mode) against qemu-img's null-co:// and null-aio://.
 #
 # Prints one table: engine, backend, mode, IOPS, CPU microseconds per request.
 # CPU per request: corral reports it (getrusage); fio from its usr/sys percentages;
@@ -17,6 +20,7 @@ FILE=${1:-target/compare-1g.img}
 ROUNDS=${ROUNDS:-3}
 COUNT_DIRECT=${COUNT_DIRECT:-200000}
 COUNT_CACHED=${COUNT_CACHED:-1000000}
+COUNT_NULL=${COUNT_NULL:-2000000}
 DEPTH=64
 SIZE=4096
 
@@ -54,6 +58,14 @@ run_corral() { # backend mode(direct|cached|direct-seq|cached-seq) count
     echo "corral $1 $2 $iops $cpu" >>"$RESULTS"
 }
 
+run_corral_null() { # backend mode(pooled|heap) count
+    local json iops cpu
+    json=$("$CORRAL" bench -c "$3" -d $DEPTH -s $SIZE --backend "$1" --mode "$2" --json 2>/dev/null | tail -1)
+    iops=$(sed -E 's/.*"iops":([0-9.]+).*/\1/' <<<"$json")
+    cpu=$(sed -E 's/.*"cpu_us_per_req":([0-9.]+).*/\1/' <<<"$json")
+    echo "corral $1 null-$2 $iops $cpu" >>"$RESULTS"
+}
+
 run_fio() { # ioengine mode count
     local direct=0
     [ "$2" = direct ] && direct=1
@@ -63,12 +75,13 @@ run_fio() { # ioengine mode count
         awk -F';' -v e="$1" -v m="$2" '{ printf "fio %s %s %s %.4f\n", e, m, $8, ($88 + $89) / 100 / $8 * 1e6 }' >>"$RESULTS"
 }
 
-run_qemu() { # aio mode count
-    local cache=writeback
-    [[ "$2" = direct* ]] && cache=none
+run_qemu() { # aio|null-co|null-aio mode count
+    local cache=writeback target=$FILE args=(-f raw -i "$1")
+    [[ "$2" = direct* || "$2" = null* ]] && cache=none
+    [[ "$1" = null* ]] && target="$1://" args=()
     local out times
     TIMEFORMAT='%U %S'
-    { time qemu-img bench -f raw -t $cache -i "$1" -c "$3" -d $DEPTH -s $SIZE "$FILE" >"$RESULTS.q" 2>&1; } 2>"$RESULTS.t"
+    { time qemu-img bench "${args[@]}" -t $cache -c "$3" -d $DEPTH -s $SIZE "$target" >"$RESULTS.q" 2>&1; } 2>"$RESULTS.t"
     out=$(grep -Eo 'completed in [0-9.]+' "$RESULTS.q" | awk '{print $3}')
     times=$(tail -1 "$RESULTS.t")
     awk -v a="$1" -v m="$2" -v c="$3" -v s="$out" -v t="$times" \
@@ -78,6 +91,11 @@ run_qemu() { # aio mode count
 
 for round in $(seq "$ROUNDS"); do
     echo "compare.sh: round $round of $ROUNDS" >&2
+    run_corral_null null pooled "$COUNT_NULL"
+    run_qemu null-co null-pooled "$COUNT_NULL"
+    run_corral_null null-bh pooled "$COUNT_NULL"
+    run_qemu null-aio null-pooled "$COUNT_NULL"
+    run_corral_null null heap $((COUNT_NULL / 10))
     for backend in linux-aio io-uring; do run_corral $backend direct "$COUNT_DIRECT"; done
     for engine in libaio io_uring; do run_fio $engine direct "$COUNT_DIRECT"; done
     run_corral io-uring direct-seq "$COUNT_DIRECT"
@@ -90,7 +108,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "4 KiB reads (random unless *-seq), depth $DEPTH, $ROUNDS interleaved rounds, medians ($FILE)"
+echo "4 KiB reads (random unless *-seq; null-*: no I/O), depth $DEPTH, $ROUNDS interleaved rounds, medians ($FILE)"
 printf '%-9s %-10s %-10s %10s %14s\n' engine backend mode IOPS "CPU us/req"
 sort -k3,3 -k1,1 -k2,2 "$RESULTS" | awk '
     function median(s,   n, a, i, j, t) {
