@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use corosensei::{CoroutineResult, Yielder};
 
-use crate::entry::EntrySlot;
+use crate::entry::{self, EntryFn, EntryStorage};
 use crate::pool::Home;
 use crate::stack::{Bounds, GuardKind, Stack};
 use crate::EventLoopWords;
@@ -60,10 +60,16 @@ const PARK_MARGIN: usize = 2048;
 
 /// The type-stable part of a coroutine. Aligned so that handles can carry
 /// low generation bits in the pointer (see `Coroutine::into_raw`).
+///
+/// The first cache line holds everything both the creating and the entering
+/// thread touch: the state word, the entry's function pointer, the event
+/// loop's words.
 #[repr(C, align(256))]
 pub(crate) struct Header {
     /// `generation << 1 | RUNNING`; the single CAS of `enter` works on it.
     pub(crate) state: AtomicU64,
+    /// How to run the entry stored in the body (owner only, see [`Inner`]).
+    entry_fn: UnsafeCell<EntryFn>,
     pub(crate) words: EventLoopWords,
     pub(crate) user_word: AtomicUsize,
     /// Lowest address the parked trampoline may need (the canary sits
@@ -82,15 +88,14 @@ const _: () = assert!(
 /// The parts of a body used only by whoever owns it: the pool, the creator
 /// before the first enter, or the thread holding the RUNNING bit.
 ///
-/// `repr(C)`, hot fields first: with the header's words, the trampoline's
-/// stack pointer and the entry slot share the first two cache lines, so a
-/// coroutine created on one thread and entered on another moves two lines.
+/// `repr(C)`, the trampoline first: its stack pointer is written on every
+/// switch, by the entering thread only, in a line the creator never touches.
 #[repr(C)]
 pub(crate) struct Inner {
     pub(crate) trampoline: Trampoline,
     /// Valid once the trampoline has started; lives on the coroutine's stack.
     pub(crate) yielder: *const Yielder<Cmd, Event>,
-    pub(crate) entry: EntrySlot,
+    pub(crate) entry: EntryStorage,
     pub(crate) home: Home,
     pub(crate) bounds: Bounds,
     /// The stack size the body was made for, as asked (the pool's match key).
@@ -101,6 +106,7 @@ impl Header {
     const fn new() -> Header {
         Header {
             state: AtomicU64::new(0),
+            entry_fn: UnsafeCell::new(EntryFn::EMPTY),
             words: EventLoopWords::new(),
             user_word: AtomicUsize::new(0),
             keep_from: AtomicUsize::new(0),
@@ -115,6 +121,25 @@ impl Header {
     #[inline]
     pub(crate) fn inner(&self) -> *mut Inner {
         self.inner.get().cast::<Inner>()
+    }
+
+    /// Stores the entry closure of a new coroutine.
+    ///
+    /// # Safety
+    ///
+    /// * The caller owns the body (just taken from the pool or made) and its
+    ///   entry slot is empty.
+    #[inline]
+    pub(crate) unsafe fn put_entry<F: FnOnce() + Send + 'static>(&self, f: F) {
+        // SAFETY:
+        // * owned body with an empty slot (caller); both parts are its own.
+        unsafe {
+            entry::put(
+                self.entry_fn.get(),
+                ptr::addr_of_mut!((*self.inner()).entry),
+                f,
+            )
+        }
     }
 
     /// Current generation.
@@ -181,7 +206,7 @@ impl Parked {
         let inner = Inner {
             trampoline,
             yielder: ptr::null(),
-            entry: EntrySlot::new(),
+            entry: EntryStorage::new(),
             home,
             bounds,
             requested_size: size,
@@ -325,10 +350,13 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option
             return None;
         }
         // SAFETY:
-        // * `Run` is only sent after `EntrySlot::put` (creation stores the entry);
+        // * `Run` is only sent after `put_entry` (creation stores the entry);
         // * the slot is not touched again until the entry has been moved out.
         let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
-            EntrySlot::run(ptr::addr_of_mut!((*inner).entry))
+            entry::run(
+                h.0.as_ref().entry_fn.get(),
+                ptr::addr_of_mut!((*inner).entry),
+            )
         }));
         let payload = outcome.err();
         // SAFETY:

@@ -110,7 +110,7 @@ impl Builder {
         // SAFETY:
         // * we own the body: its entry slot is empty (the last entry, if any,
         //   was moved out when it ran).
-        unsafe { (*body.inner()).entry.put(entry) };
+        unsafe { body.header().put_entry(entry) };
         Ok(Coroutine::from_parked(body))
     }
 }
