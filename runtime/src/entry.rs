@@ -45,12 +45,13 @@ pub(crate) unsafe fn put<F: FnOnce() + Send + 'static>(
     storage: *mut EntryStorage,
     f: F,
 ) {
-    // SAFETY:
-    // * `run` is valid and owned (caller).
-    debug_assert!(
-        unsafe { (*run).0.is_none() },
-        "entry slot already holds a closure"
-    );
+    #[cfg(debug_assertions)]
+    {
+        // SAFETY:
+        // * `run` is valid and owned (caller).
+        let empty = unsafe { (*run).0.is_none() };
+        debug_assert!(empty, "entry slot already holds a closure");
+    }
     let dst = storage.cast::<u8>();
     if size_of::<F>() <= INLINE_ENTRY_BYTES && align_of::<F>() <= align_of::<EntryStorage>() {
         // SAFETY:
