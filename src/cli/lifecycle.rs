@@ -114,9 +114,19 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
         args.stack_size
     );
     if args.cross_thread {
-        let n = iters;
-        let (ours, ours_cpu) = cross_thread(n, builder)?;
-        let (mutex, mutex_cpu) = cross_thread(n, builder.mutex_pool())?;
+        let n = (iters / 4).max(1);
+        // Five interleaved rounds, medians: a busy machine moves these a lot.
+        let (mut ours, mut ours_cpu, mut mutex, mut mutex_cpu) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..5 {
+            let (wall, cpu) = cross_thread(n, builder)?;
+            ours.push(wall);
+            ours_cpu.push(cpu);
+            let (wall, cpu) = cross_thread(n, builder.mutex_pool())?;
+            mutex.push(wall);
+            mutex_cpu.push(cpu);
+        }
+        let (ours, ours_cpu) = (median(ours), median(ours_cpu));
+        let (mutex, mutex_cpu) = (median(mutex), median(mutex_cpu));
         println!(
             "cross-thread (corral-pool)       {ours:9.1} ns  ({:.2}x pooled; CPU of both threads {ours_cpu:.1} ns)",
             ours / pooled
