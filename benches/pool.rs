@@ -7,13 +7,17 @@
 //!   running at once (2 threads), against the mutex pool. A hands B its
 //!   objects 256 at a time through a bounded channel; both sides spin on
 //!   `try_send`/`try_recv` rather than sleep, so the two threads really run
-//!   concurrently (as a vCPU thread and an I/O thread do) and the hand-over
+//!   concurrently (as a vCPU thread and an I/O thread do; each is pinned to
+//!   its own CPU when the machine has two or more) and the hand-over
 //!   costs little per object. The figure is the time both threads spend in
 //!   the pool per object moved: A's time taking + B's time releasing (timed
 //!   per chunk of 256, so spinning on the hand-over is excluded, lock waits
 //!   and cache misses on shared lines are included), divided by the objects.
 //!   Wall time per object is printed beside it; on a shared 2-core machine
-//!   it mostly measures who else is running.
+//!   it mostly measures who else is running. `hand_over_only` runs the same
+//!   harness with plain 8-byte tokens and no pool: the cost of moving a
+//!   handle between cores that any pool pays, to subtract when comparing
+//!   the pools themselves.
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
@@ -40,13 +44,15 @@ const MUTEX_POOL_CAP: usize = PoolConfig::DEFAULT.global_cap;
 /// A way to get and release objects, shared by the benchmarks. Unit types
 /// and generics (not `dyn`) so each source is inlined as a user would see it.
 trait Source: Copy + Send + 'static {
-    fn take(self) -> Obj;
-    fn release(self, obj: Obj);
+    type Item: Send + 'static;
+    fn take(self) -> Self::Item;
+    fn release(self, item: Self::Item);
 }
 
 #[derive(Clone, Copy)]
 struct Corral;
 impl Source for Corral {
+    type Item = Obj;
     #[inline]
     fn take(self) -> Obj {
         POOL.get_or_create(new_obj)
@@ -60,6 +66,7 @@ impl Source for Corral {
 #[derive(Clone, Copy)]
 struct MutexPool;
 impl Source for MutexPool {
+    type Item = Obj;
     #[inline]
     fn take(self) -> Obj {
         let popped = MUTEX_POOL.lock().unwrap().pop();
@@ -77,6 +84,7 @@ impl Source for MutexPool {
 #[derive(Clone, Copy)]
 struct Malloc;
 impl Source for Malloc {
+    type Item = Obj;
     #[inline]
     fn take(self) -> Obj {
         new_obj()
@@ -87,7 +95,22 @@ impl Source for Malloc {
     }
 }
 
-fn same_thread_one<S: Source>(c: &mut Criterion, name: &str, source: S) {
+/// No pool: tokens made from nothing and dropped, to time the harness.
+#[derive(Clone, Copy)]
+struct HandOverOnly;
+impl Source for HandOverOnly {
+    type Item = usize;
+    #[inline]
+    fn take(self) -> usize {
+        black_box(1)
+    }
+    #[inline]
+    fn release(self, token: usize) {
+        black_box(token);
+    }
+}
+
+fn same_thread_one<S: Source<Item = Obj>>(c: &mut Criterion, name: &str, source: S) {
     c.bench_function(&format!("same_thread/get_put_128B/{name}"), |b| {
         b.iter(|| {
             let mut obj = source.take();
@@ -142,15 +165,49 @@ fn spin_or_yield(spins: u32) {
     }
 }
 
+/// Pins the calling thread to `cpu` (best effort: a refusal only leaves the
+/// scheduler free to place it).
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY:
+    // * `set` is a plain bit mask, zero-initialised then filled by CPU_SET
+    //   with an index below CPU_SETSIZE (`cpu` is 0 or 1);
+    // * sched_setaffinity(0, ..) affects only the calling thread and reads
+    //   `size_of::<cpu_set_t>()` bytes from a valid, live `set`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Restores the calling thread's affinity to every CPU it may use.
+fn unpin(cpus: usize) {
+    // SAFETY: as in `pin_to_cpu`; every index is below `cpus`, which comes
+    // from `available_parallelism` and is far below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (0..cpus).for_each(|cpu| libc::CPU_SET(cpu, &mut set));
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn cpus() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Takes `iters` objects on this thread and releases them on another one;
 /// returns the time spent in the pool on both threads, and the wall time.
 fn cross_thread_run<S: Source>(source: S, iters: u64) -> (Duration, Duration) {
-    let (to_b, from_a) = mpsc::sync_channel::<Vec<Obj>>(BUFFERS);
-    let (to_a, from_b) = mpsc::sync_channel::<Vec<Obj>>(BUFFERS);
+    let (to_b, from_a) = mpsc::sync_channel::<Vec<S::Item>>(BUFFERS);
+    let (to_a, from_b) = mpsc::sync_channel::<Vec<S::Item>>(BUFFERS);
     for _ in 0..BUFFERS {
         to_a.send(Vec::with_capacity(CHUNK)).unwrap();
     }
+    let pin = cpus() >= 2;
     let releaser = thread::spawn(move || {
+        if pin {
+            pin_to_cpu(1);
+        }
         let mut busy = Duration::ZERO;
         while let Some(mut chunk) = recv_spinning(&from_a) {
             let start = Instant::now();
@@ -161,6 +218,9 @@ fn cross_thread_run<S: Source>(source: S, iters: u64) -> (Duration, Duration) {
         }
         busy
     });
+    if pin {
+        pin_to_cpu(0);
+    }
     let wall = Instant::now();
     let mut busy = Duration::ZERO;
     let mut left = iters as usize;
@@ -177,7 +237,11 @@ fn cross_thread_run<S: Source>(source: S, iters: u64) -> (Duration, Duration) {
     }
     drop(to_b);
     busy += releaser.join().unwrap();
-    (busy, wall.elapsed())
+    let wall = wall.elapsed();
+    if pin {
+        unpin(cpus());
+    }
+    (busy, wall)
 }
 
 fn cross_thread_one<S: Source>(c: &mut Criterion, name: &str, source: S) {
@@ -202,6 +266,7 @@ fn cross_thread_one<S: Source>(c: &mut Criterion, name: &str, source: S) {
 fn cross_thread(c: &mut Criterion) {
     cross_thread_one(c, "corral_pool", Corral);
     cross_thread_one(c, "mutex_vec_pool", MutexPool);
+    cross_thread_one(c, "hand_over_only", HandOverOnly);
 }
 
 criterion_group!(benches, same_thread, cross_thread);

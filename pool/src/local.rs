@@ -64,15 +64,21 @@ impl<T: Send + 'static> LocalSlot<T> {
             //   module's re-entrancy rule), so no other `&mut` to the state
             //   can be created while this one lives.
             let state = unsafe { &mut *state };
-            let local = match state {
-                Some(local) => local,
-                None => state.insert(Local {
-                    items: Vec::with_capacity(pool.config().local_cap + 1),
-                    counters: pool.registry().claim(),
-                    pool,
-                }),
-            };
-            f(local)
+            match state {
+                Some(local) => f(local),
+                None => f(Self::first_use(state, pool)),
+            }
+        })
+    }
+
+    /// Sets up this thread's list: a buffer for it and a counter block.
+    #[cold]
+    #[inline(never)]
+    fn first_use<'a>(state: &'a mut Option<Local<T>>, pool: &'static Pool<T>) -> &'a mut Local<T> {
+        state.insert(Local {
+            items: Vec::with_capacity(pool.config_ref().local_cap + 1),
+            counters: pool.registry().claim(),
+            pool,
         })
     }
 
@@ -101,19 +107,26 @@ impl<T: Send + 'static> LocalSlot<T> {
         })
     }
 
-    /// Fast path of a put. When the list goes over its cap, returns the
-    /// oldest batch (and this thread's counters) for the caller to release.
+    /// Fast path of a put; true if the list is now over its cap (the caller
+    /// then calls [`take_oldest_batch`](Self::take_oldest_batch)).
     #[inline(always)]
-    pub(crate) fn push(
-        &self,
-        pool: &'static Pool<T>,
-        value: T,
-    ) -> Option<(Vec<T>, &'static ThreadCounters)> {
+    pub(crate) fn push(&self, pool: &'static Pool<T>, value: T) -> bool {
         self.with_local(pool, |local| {
             local.items.push(value);
             let len = local.items.len();
-            if len <= pool.config_ref().local_cap {
-                local.counters.local_len.set_owned(len as u64);
+            local.counters.local_len.set_owned(len as u64);
+            len > pool.config_ref().local_cap
+        })
+    }
+
+    /// Takes the oldest `batch_size` objects out of a list that is over its
+    /// cap, with this thread's counters, for the caller to release.
+    pub(crate) fn take_oldest_batch(
+        &self,
+        pool: &'static Pool<T>,
+    ) -> Option<(Vec<T>, &'static ThreadCounters)> {
+        self.with_local(pool, |local| {
+            if local.items.len() <= pool.config_ref().local_cap {
                 return None;
             }
             let batch: Vec<T> = local.items.drain(..pool.config_ref().batch_size).collect();

@@ -92,11 +92,7 @@ impl<T: Send + 'static> Pool<T> {
     pub fn get_or_create(&'static self, create: impl FnOnce() -> T) -> T {
         match self.try_get() {
             Some(value) => value,
-            None => {
-                let value = create();
-                self.count(|c| &c.created, 1);
-                value
-            }
+            None => self.create(create),
         }
     }
 
@@ -117,19 +113,52 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
+    /// Makes a new object (the pool had none) and counts it.
+    #[cold]
+    #[inline(never)]
+    fn create(&'static self, create: impl FnOnce() -> T) -> T {
+        let value = create();
+        self.count(|c| &c.created, 1);
+        value
+    }
+
     /// Takes an object only if the pool has one: from this thread's list,
     /// else one batch from the global list (one atomic operation).
     #[inline]
     pub fn try_get(&'static self) -> Option<T> {
-        self.local
-            .try_with(|slot| {
-                slot.pop(self).or_else(|| {
-                    // Slow path, with the list not borrowed (see `local`).
-                    let batch = self.shared.global.pop()?;
-                    slot.refill(self, batch)
-                })
-            })
-            .unwrap_or_else(|_| self.try_get_without_local())
+        match self.local.try_with(|slot| slot.pop(self)) {
+            Ok(Some(value)) => Some(value),
+            _ => self.try_get_slow(),
+        }
+    }
+
+    /// `try_get` when the local list is empty (or the thread-local is gone):
+    /// one batch from the global list, taken with the list not borrowed
+    /// (see `local`).
+    #[cold]
+    #[inline(never)]
+    fn try_get_slow(&'static self) -> Option<T> {
+        let batch = self.shared.global.pop()?;
+        let mut batch = Some(batch);
+        match self
+            .local
+            .try_with(|slot| batch.take().and_then(|b| slot.refill(self, b)))
+        {
+            Ok(value) => value,
+            // The thread-local is being (or has been) destroyed: take one,
+            // push the rest straight back.
+            Err(_) => {
+                let orphan = &self.shared.counters.orphan;
+                let mut batch = batch.take()?;
+                orphan.add(Writer::Shared, |c| &c.stolen, 1);
+                let value = batch.pop();
+                if value.is_some() {
+                    orphan.add(Writer::Shared, |c| &c.reused, 1);
+                }
+                self.release(batch, orphan, Writer::Shared, false);
+                value
+            }
+        }
     }
 
     /// Gives `value` back to the pool.
@@ -141,23 +170,35 @@ impl<T: Send + 'static> Pool<T> {
     #[inline]
     pub fn put(&'static self, value: T) {
         let mut value = Some(value);
-        match self
+        let over_cap = self
             .local
-            .try_with(|slot| value.take().and_then(|value| slot.push(self, value)))
+            .try_with(|slot| value.take().is_some_and(|value| slot.push(self, value)));
+        match over_cap {
+            Ok(false) => {}
+            Ok(true) => self.release_oldest_batch(),
+            Err(_) => self.put_without_local(value.take()),
+        }
+    }
+
+    /// The local list went over its cap: its oldest batch goes global.
+    #[cold]
+    #[inline(never)]
+    fn release_oldest_batch(&'static self) {
+        if let Ok(Some((batch, counters))) =
+            self.local.try_with(|slot| slot.take_oldest_batch(self))
         {
-            Ok(None) => {}
-            Ok(Some((batch, counters))) => self.release(batch, counters, Writer::Owner, true),
-            // The thread-local is being (or has been) destroyed.
-            Err(_) => {
-                if let Some(value) = value.take() {
-                    self.release(
-                        vec![value],
-                        &self.shared.counters.orphan,
-                        Writer::Shared,
-                        true,
-                    );
-                }
-            }
+            self.release(batch, counters, Writer::Owner, true);
+        }
+    }
+
+    /// `put` when the thread-local is being (or has been) destroyed: the
+    /// object goes straight to the global list.
+    #[cold]
+    #[inline(never)]
+    fn put_without_local(&self, value: Option<T>) {
+        if let Some(value) = value {
+            let orphan = &self.shared.counters.orphan;
+            self.release(vec![value], orphan, Writer::Shared, true);
         }
     }
 
@@ -252,21 +293,6 @@ impl<T: Send + 'static> Pool<T> {
             counters.add(writer, |c| &c.dropped, excess.len() as u64);
             drop(excess);
         }
-    }
-
-    /// `try_get` when the thread-local is gone (TLS teardown): one batch from
-    /// the global list, the rest of it pushed straight back.
-    #[cold]
-    fn try_get_without_local(&self) -> Option<T> {
-        let orphan = &self.shared.counters.orphan;
-        let mut batch = self.shared.global.pop()?;
-        orphan.add(Writer::Shared, |c| &c.stolen, 1);
-        let value = batch.pop();
-        if value.is_some() {
-            orphan.add(Writer::Shared, |c| &c.reused, 1);
-        }
-        self.release(batch, orphan, Writer::Shared, false);
-        value
     }
 
     /// Adds `n` to one counter of this thread (or of the orphan block).
