@@ -1,6 +1,8 @@
 //! The pool's behaviour through its public API, asserted on its counters
 //! (scaled down under miri: `scripts/miri.sh` runs these too).
 
+#![cfg(not(loom))] // `pool!` statics need const atomics; loom models are in loom.rs
+
 use corral_pool::{pool, PoolConfig, PoolStats};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -175,18 +177,26 @@ fn put_from_a_thread_local_destructor_is_not_leaked() {
         }
     }
     thread_local! { static LATE: PutOnExit = const { PutOnExit }; }
-    std::thread::spawn(|| {
+    // Thread-local destructors run in reverse order of first use, so the
+    // two threads see the pool's slot alive, then destroyed, when they put.
+    let pool_first = std::thread::spawn(|| {
         P.put(Tracked(&DROPS));
         LATE.with(|_| {});
-    })
-    .join()
-    .unwrap();
+    });
+    let late_first = std::thread::spawn(|| {
+        LATE.with(|_| {});
+        P.put(Tracked(&DROPS));
+    });
+    pool_first.join().unwrap();
+    late_first.join().unwrap();
     let s = P.stats();
-    // Whatever order the destructors ran in, all three objects are pooled.
-    assert_eq!(s.pooled + s.dropped, 3, "{s:?}");
+    // Whatever the order, all six objects are pooled or dropped-and-counted.
+    assert_eq!(s.pooled + s.dropped, 6, "{s:?}");
+    assert_eq!(s.dropped as usize, DROPS.load(Relaxed));
+    assert_eq!(P.active_threads(), 0);
     let trimmed = P.trim() as u64;
     assert_eq!(trimmed, s.pooled);
-    assert_eq!(DROPS.load(Relaxed), 3);
+    assert_eq!(DROPS.load(Relaxed), 6);
 }
 
 #[test]
