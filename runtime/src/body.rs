@@ -257,6 +257,32 @@ impl Parked {
         inner.requested_size == size && inner.bounds.kind == kind
     }
 
+    /// Whether the body was made for this stack size (as asked).
+    #[inline(always)]
+    pub(crate) fn has_size(&self, size: usize) -> bool {
+        // SAFETY:
+        // * we own the body; this field is plain data set at creation.
+        unsafe { (*self.inner()).requested_size == size }
+    }
+
+    /// Clears the event loop's words and the user word for a new coroutine.
+    /// Stores only what is not 0 already: stores still in the store buffer
+    /// slow down the CAS of the first enter, which follows at once.
+    #[inline(always)]
+    pub(crate) fn clear_words(&self) {
+        let h = self.header();
+        for w in [
+            &h.words.home,
+            &h.words.scheduled,
+            &h.words.link,
+            &h.user_word,
+        ] {
+            if w.load(Ordering::Relaxed) != 0 {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Guard kind of the body's stack.
     #[inline]
     pub(crate) fn kind(&self) -> GuardKind {

@@ -84,34 +84,47 @@ impl Builder {
     /// Creates the coroutine, or says why the kernel refused its stack.
     #[inline]
     pub fn try_spawn(self, entry: impl FnOnce() + Send + 'static) -> io::Result<Coroutine> {
-        let body = if self.mutex_pool {
-            mutex_pool_get(self.stack_size, self.guard)?
-        } else if let Some(body) = self
-            .pooled
-            .then(|| hot::take(self.guard, self.stack_size))
-            .flatten()
-        {
-            body
-        } else if self.pooled {
-            let pool = pool_for(self.guard);
-            loop {
-                let body = pool.try_get_or_create(|| {
-                    set_caps_once();
-                    Parked::new(self.stack_size, self.guard, Home::Pooled(pool))
-                })?;
-                if body.has_shape(self.stack_size, self.guard) {
-                    break body;
-                }
-                pool.discard(body);
-            }
-        } else {
-            Parked::new(self.stack_size, self.guard, Home::Unpooled)?
-        };
+        let body = self.take_body()?;
         // SAFETY:
         // * we own the body: its entry slot is empty (the last entry, if any,
         //   was moved out when it ran).
         unsafe { body.header().put_entry(entry) };
         Ok(Coroutine::from_parked(body))
+    }
+
+    /// A body for a new coroutine, words cleared: this thread's cached one,
+    /// else one from the pool (or a new one).
+    // Not generic and never inlined: one copy of the lookup, and the
+    // thread-local read in `hot::take` stays in a frame that spans no switch.
+    #[inline(never)]
+    fn take_body(self) -> io::Result<Parked> {
+        let body = if self.mutex_pool {
+            mutex_pool_get(self.stack_size, self.guard)?
+        } else if !self.pooled {
+            Parked::new(self.stack_size, self.guard, Home::Unpooled)?
+        } else if let Some(body) = hot::take(self.guard, self.stack_size) {
+            body
+        } else {
+            self.take_from_pool()?
+        };
+        body.clear_words();
+        Ok(body)
+    }
+
+    /// The thread's cache had no body of this shape: the pool's.
+    #[inline(never)]
+    fn take_from_pool(self) -> io::Result<Parked> {
+        let pool = pool_for(self.guard);
+        loop {
+            let body = pool.try_get_or_create(|| {
+                set_caps_once();
+                Parked::new(self.stack_size, self.guard, Home::Pooled)
+            })?;
+            if body.has_shape(self.stack_size, self.guard) {
+                return Ok(body);
+            }
+            pool.discard(body);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use corosensei::CoroutineResult;
 
 use crate::body::{Cmd, Event, Header, Parked, Payload, RUNNING};
 use crate::builder::Builder;
+use crate::hot::Block;
 use crate::tls;
 
 /// Handle to a coroutine: a pointer to its type-stable header and the
@@ -83,25 +84,14 @@ impl Coroutine {
         Builder::new()
     }
 
-    /// Makes a handle for a body just taken from the pool (or made).
+    /// Makes a handle for a body just taken from the pool (or made) whose
+    /// words were cleared (see [`Parked::clear_words`]).
     #[inline]
     pub(crate) fn from_parked(parked: Parked) -> Coroutine {
         let header = parked.into_raw();
         // SAFETY:
         // * headers are type-stable.
         let h = unsafe { header.as_ref() };
-        // Store only what is not 0 already: stores still in the store buffer
-        // slow down the CAS of the first enter, which follows at once.
-        for w in [
-            &h.words.home,
-            &h.words.scheduled,
-            &h.words.link,
-            &h.user_word,
-        ] {
-            if w.load(Ordering::Relaxed) != 0 {
-                w.store(0, Ordering::Relaxed);
-            }
-        }
         Coroutine {
             header,
             generation: h.state.load(Ordering::Relaxed) >> 1,
@@ -138,64 +128,84 @@ impl Coroutine {
     /// Like [`enter`](Coroutine::enter), but a coroutine that cannot be
     /// entered is reported as a value instead of a panic. A panic inside the
     /// coroutine still resurfaces here.
-    // Never inlined: the thread-local accesses below must not be merged with
-    // the caller's, whose frame may change thread across a yield (see tls.rs).
-    #[inline(never)]
-    pub fn try_enter(&self) -> Result<(), EnterError> {
-        let h = self.header();
-        let idle = self.generation << 1;
-        if let Err(state) =
-            h.state
-                .compare_exchange(idle, idle | RUNNING, Ordering::Acquire, Ordering::Relaxed)
-        {
-            return Err(if state >> 1 != self.generation {
-                EnterError::Terminated
-            } else {
-                EnterError::Running
-            });
-        }
-        let prev = tls::enter_replace_current(h);
-        let inner = h.inner();
-        // SAFETY:
-        // * the CAS above gave us the RUNNING bit, hence the body; it was
-        //   installed when this generation was created.
-        let res = unsafe { (*inner).trampoline.resume(Cmd::Run) };
-        tls::enter_restore_current(prev);
-        match res {
-            CoroutineResult::Yield(Event::Yielded) => {
-                // The coroutine is off its stack now: let anyone enter it.
-                h.state.store(idle, Ordering::Release);
-            }
-            CoroutineResult::Yield(Event::Finished(payload)) => self.finish(true, payload),
-            CoroutineResult::Return(payload) => self.finish(false, payload),
-        }
-        Ok(())
-    }
-
-    /// Bumps the generation, gives the body back (pool) or destroys it, then
-    /// re-raises the entry's panic if there was one.
     #[inline]
-    fn finish(&self, parked: bool, payload: Option<Payload>) {
-        let h = self.header();
-        h.state.store((self.generation + 1) << 1, Ordering::Release);
-        // SAFETY:
-        // * we still own the body (terminated under our RUNNING bit, and the
-        //   new generation is not handed out until the pool gives it away);
-        // * a pooled body's trampoline is parked, an unpooled one returned.
-        let body = unsafe { Parked::from_raw(self.header) };
-        // SAFETY:
-        // * we own the body; `home` is plain data.
-        let home = unsafe { (*h.inner()).home };
-        if parked {
-            home.give_back(body);
-        } else {
-            drop(body);
-        }
-        if let Some(p) = payload {
-            resume_unwind(p);
-        }
+    pub fn try_enter(&self) -> Result<(), EnterError> {
+        enter_raw(self.header, self.generation)
     }
+}
 
+/// [`Coroutine::try_enter`], with the handle passed in registers.
+// Never inlined: the thread-local accesses below must not be merged with
+// the caller's, whose frame may change thread across a yield (see tls.rs).
+#[inline(never)]
+fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError> {
+    // SAFETY:
+    // * headers are type-stable: valid for the whole process.
+    let h = unsafe { header.as_ref() };
+    let idle = generation << 1;
+    if let Err(state) =
+        h.state
+            .compare_exchange(idle, idle | RUNNING, Ordering::Acquire, Ordering::Relaxed)
+    {
+        return Err(if state >> 1 != generation {
+            EnterError::Terminated
+        } else {
+            EnterError::Running
+        });
+    }
+    let (prev, block) = tls::enter_replace_current(h);
+    let inner = h.inner();
+    // SAFETY:
+    // * the CAS above gave us the RUNNING bit, hence the body; it was
+    //   installed when this generation was created.
+    let res = unsafe { (*inner).trampoline.resume(Cmd::Run) };
+    tls::enter_restore_current(prev);
+    match res {
+        CoroutineResult::Yield(Event::Yielded) => {
+            // The coroutine is off its stack now: let anyone enter it.
+            h.state.store(idle, Ordering::Release);
+        }
+        CoroutineResult::Yield(Event::Finished(payload)) => {
+            finish(header, generation, true, payload, block)
+        }
+        CoroutineResult::Return(payload) => finish(header, generation, false, payload, block),
+    }
+    Ok(())
+}
+
+/// Bumps the generation, gives the body back (pool, via this thread's
+/// `block`) or destroys it, then re-raises the entry's panic if there was one.
+#[inline(always)]
+fn finish(
+    header: NonNull<Header>,
+    generation: u64,
+    parked: bool,
+    payload: Option<Payload>,
+    block: Option<&'static Block>,
+) {
+    // SAFETY:
+    // * headers are type-stable.
+    let h = unsafe { header.as_ref() };
+    h.state.store((generation + 1) << 1, Ordering::Release);
+    // SAFETY:
+    // * we still own the body (terminated under our RUNNING bit, and the
+    //   new generation is not handed out until the pool gives it away);
+    // * a pooled body's trampoline is parked, an unpooled one returned.
+    let body = unsafe { Parked::from_raw(header) };
+    // SAFETY:
+    // * we own the body; `home` is plain data.
+    let home = unsafe { (*h.inner()).home };
+    if parked {
+        home.give_back(body, block);
+    } else {
+        drop(body);
+    }
+    if let Some(p) = payload {
+        resume_unwind(p);
+    }
+}
+
+impl Coroutine {
     /// Whether the coroutine's entry has returned (or panicked).
     #[inline]
     pub fn is_terminated(&self) -> bool {

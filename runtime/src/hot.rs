@@ -25,11 +25,12 @@ use corral_pool::PoolStats;
 use crate::body::{Header, Parked};
 use crate::pool::pool_for;
 use crate::stack::GuardKind;
+use crate::tls;
 
 /// One thread's slots and counters, indexed by guard kind. Leaked: blocks of
 /// exited threads are reused by new threads (their sums carry on).
 #[derive(Debug, Default)]
-struct Block {
+pub(crate) struct Block {
     /// The cached body, or null.
     slots: [AtomicPtr<Header>; 2],
     /// Bodies put into the slot.
@@ -72,36 +73,15 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// This thread's block, claimed on first use, released at thread exit.
-struct Local(Cell<Option<&'static Block>>);
+/// Arms the thread-exit hand-back of this thread's block (see [`claim`]).
+struct ExitGuard(Cell<bool>);
 
-impl Local {
-    #[inline(always)]
-    fn block(&self) -> &'static Block {
-        match self.0.get() {
-            Some(b) => b,
-            None => self.claim(),
-        }
-    }
-
-    #[cold]
-    fn claim(&self) -> &'static Block {
-        let mut reg = registry();
-        let b = reg.free.pop().unwrap_or_else(|| {
-            let b: &'static Block = Box::leak(Box::default());
-            reg.all.push(b);
-            b
-        });
-        self.0.set(Some(b));
-        b
-    }
-}
-
-impl Drop for Local {
+impl Drop for ExitGuard {
     /// Thread exit: the cached bodies go to their pools, the block to the
-    /// free list.
+    /// free list. Coroutines that end later on this thread (other
+    /// thread-locals' destructors) find no block and go straight to the pool.
     fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
+        if let Some(b) = tls::take_block() {
             b.evict(0);
             b.evict(1);
             registry().free.push(b);
@@ -110,7 +90,25 @@ impl Drop for Local {
 }
 
 thread_local! {
-    static LOCAL: Local = const { Local(Cell::new(None)) };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard(Cell::new(false)) };
+}
+
+/// Gives this thread a block (first enter on the thread): `None` once the
+/// thread is exiting (its exit guard is gone or going).
+#[cold]
+#[inline(never)]
+pub(crate) fn claim() -> Option<&'static Block> {
+    // Register the destructor first: it is what hands the block back.
+    EXIT_GUARD.try_with(|g| g.0.set(true)).ok()?;
+    let mut reg = registry();
+    let b = reg.free.pop().unwrap_or_else(|| {
+        let b: &'static Block = Box::leak(Box::default());
+        reg.all.push(b);
+        b
+    });
+    drop(reg);
+    tls::set_block(b);
+    Some(b)
 }
 
 #[inline(always)]
@@ -130,49 +128,49 @@ fn kind_of(k: usize) -> GuardKind {
 }
 
 /// Takes this thread's cached body of `kind` if it has the asked stack size
-/// (a body of another size goes to the pool). Never inlined: see tls.rs.
-#[inline(never)]
+/// (a body of another size goes to the pool). A slot only ever holds bodies
+/// of its own guard kind (see [`stash`]).
+///
+/// Inlined only into `#[inline(never)]` functions that never span a switch
+/// (see tls.rs): it reads the thread's block directly.
+#[inline(always)]
 pub(crate) fn take(kind: GuardKind, size: usize) -> Option<Parked> {
+    let b = tls::block()?;
     let k = index(kind);
-    LOCAL
-        .try_with(|l| {
-            let b = l.0.get()?;
-            let h = ptr::NonNull::new(b.slots[k].load(Ordering::Relaxed))?;
-            // SAFETY:
-            // * the slot owns this parked body (see `stash`); ManuallyDrop:
-            //   we only look, the slot keeps owning it.
-            let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
-            let fits = peek.has_shape(size, kind);
-            if !fits {
-                b.evict(k);
-                return None;
-            }
-            b.slots[k].store(ptr::null_mut(), Ordering::Relaxed);
-            // SAFETY:
-            // * the slot owned this parked body and no longer does.
-            Some(unsafe { Parked::from_raw(h) })
-        })
-        .ok()
-        .flatten()
+    let h = ptr::NonNull::new(b.slots[k].load(Ordering::Relaxed))?;
+    // SAFETY:
+    // * the slot owns this parked body (see `stash`); ManuallyDrop: we only
+    //   look, the slot keeps owning it.
+    let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
+    if !peek.has_size(size) {
+        b.evict(k);
+        return None;
+    }
+    b.slots[k].store(ptr::null_mut(), Ordering::Relaxed);
+    // SAFETY:
+    // * the slot owned this parked body and no longer does.
+    Some(unsafe { Parked::from_raw(h) })
 }
 
-/// Keeps `body` (a parked pooled body) in this thread's slot if it is free;
-/// otherwise hands it back. Inlined only into `Coroutine::try_enter`'s frame,
-/// which never changes thread (see tls.rs).
+/// Keeps `body` (a parked pooled body of guard kind `kind`) in `block`'s
+/// slot if it is free; otherwise hands it back. `block` is the calling
+/// thread's (`None` while the thread exits).
 #[inline(always)]
-pub(crate) fn stash(body: Parked, kind: GuardKind) -> Option<Parked> {
+pub(crate) fn stash(
+    block: Option<&'static Block>,
+    body: Parked,
+    kind: GuardKind,
+) -> Option<Parked> {
+    let Some(b) = block else {
+        return Some(body);
+    };
     let k = index(kind);
-    let mut body = Some(body);
-    let _ = LOCAL.try_with(|l| {
-        let b = l.block();
-        if b.slots[k].load(Ordering::Relaxed).is_null() {
-            if let Some(p) = body.take() {
-                b.slots[k].store(p.into_raw().as_ptr(), Ordering::Relaxed);
-                bump(&b.stashed[k]);
-            }
-        }
-    });
-    body
+    if !b.slots[k].load(Ordering::Relaxed).is_null() {
+        return Some(body);
+    }
+    b.slots[k].store(body.into_raw().as_ptr(), Ordering::Relaxed);
+    bump(&b.stashed[k]);
+    None
 }
 
 /// Adds the slots' hits and held bodies of `kind` to the pool's counters:

@@ -27,6 +27,7 @@ use std::sync::{Mutex, Once};
 use corral_pool::{Pool, PoolConfig, PoolStats};
 
 use crate::body::Parked;
+use crate::hot::Block;
 use crate::stack::GuardKind;
 use crate::sys::max_map_count;
 
@@ -49,7 +50,8 @@ fn release_hook(body: &mut Parked) {
 /// Where a body goes when its coroutine terminates.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Home {
-    Pooled(&'static Pool<Parked>),
+    /// The corral-pool pool of the body's guard kind.
+    Pooled,
     /// The `Mutex<Vec>` baseline pool (see [`Builder::mutex_pool`](crate::Builder::mutex_pool)).
     Mutex,
     Unpooled,
@@ -76,14 +78,15 @@ impl Home {
         matches!(self, Home::Unpooled)
     }
 
-    /// Gives a body whose trampoline is parked back to its pool (or drops it).
-    #[inline]
-    pub(crate) fn give_back(self, body: Parked) {
+    /// Gives a body whose trampoline is parked back to its pool (or drops
+    /// it); `block` is the calling thread's one-body cache.
+    #[inline(always)]
+    pub(crate) fn give_back(self, body: Parked, block: Option<&'static Block>) {
         match self {
-            Home::Pooled(pool) => {
+            Home::Pooled => {
                 let kind = body.kind();
-                if let Some(body) = crate::hot::stash(body, kind) {
-                    pool.put(body);
+                if let Some(body) = crate::hot::stash(block, body, kind) {
+                    put_pooled(body, kind);
                 }
             }
             Home::Mutex => {
@@ -98,6 +101,12 @@ impl Home {
             Home::Unpooled => drop(body),
         }
     }
+}
+
+/// The thread's cache slot is taken: the body goes to its pool.
+#[inline(never)]
+fn put_pooled(body: Parked, kind: GuardKind) {
+    pool_for(kind).put(body);
 }
 
 /// The pool of one guard kind.

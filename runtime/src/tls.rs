@@ -19,12 +19,15 @@ use std::cell::Cell;
 use std::ptr;
 
 use crate::body::Header;
+use crate::hot::{self, Block};
 
 thread_local! {
     /// The coroutine running on this thread (innermost when nested), or null.
     static CURRENT: Cell<*const Header> = const { Cell::new(ptr::null()) };
-    /// Whether this thread has been checked for an alternate signal stack.
-    static ALTSTACK_CHECKED: Cell<bool> = const { Cell::new(false) };
+    /// This thread's one-body cache (hot.rs): `None` until the first enter
+    /// on the thread, and again once the thread's exit guard has run. No
+    /// destructor, so every access is a plain load at a fixed offset.
+    static BLOCK: Cell<Option<&'static Block>> = const { Cell::new(None) };
 }
 
 /// The running coroutine's header, or null outside coroutines.
@@ -33,20 +36,22 @@ pub(crate) fn current() -> *const Header {
     CURRENT.with(Cell::get)
 }
 
-/// Makes `new` the running coroutine and returns the previous one. The first
-/// call on a thread also makes sure the thread has an alternate signal stack,
-/// so a stack overflow can be reported.
+/// Makes `new` the running coroutine; returns the previous one and this
+/// thread's block. The first call on a thread also makes sure the thread
+/// has an alternate signal stack, so a stack overflow can be reported, and
+/// claims the thread's block.
 ///
-/// Inlined on purpose, so only for [`Coroutine::enter`](crate::Coroutine::enter),
+/// Inlined on purpose, so only for `Coroutine::try_enter`'s inner function,
 /// which is itself `#[inline(never)]` and whose frame never changes thread:
 /// the caller of `enter` is blocked in it until the callee yields or ends,
 /// and that always switches back on the thread that entered.
 #[inline(always)]
-pub(crate) fn enter_replace_current(new: *const Header) -> *const Header {
-    if !ALTSTACK_CHECKED.with(Cell::get) {
-        first_enter_on_thread();
-    }
-    CURRENT.with(|c| c.replace(new))
+pub(crate) fn enter_replace_current(new: *const Header) -> (*const Header, Option<&'static Block>) {
+    let block = match BLOCK.with(Cell::get) {
+        Some(b) => Some(b),
+        None => first_enter_on_thread(),
+    };
+    (CURRENT.with(|c| c.replace(new)), block)
 }
 
 /// Restores the running coroutine when an enter returns (same rule as
@@ -56,9 +61,29 @@ pub(crate) fn enter_restore_current(h: *const Header) {
     CURRENT.with(|c| c.set(h));
 }
 
+/// This thread's block, if it has one. Same inlining rule as
+/// [`enter_replace_current`]: only inside `#[inline(never)]` functions that
+/// do not span a switch.
+#[inline(always)]
+pub(crate) fn block() -> Option<&'static Block> {
+    BLOCK.with(Cell::get)
+}
+
+/// Records the block [`hot::claim`] gave this thread.
+pub(crate) fn set_block(b: &'static Block) {
+    BLOCK.with(|c| c.set(Some(b)));
+}
+
+/// Takes this thread's block away (thread exit).
+pub(crate) fn take_block() -> Option<&'static Block> {
+    BLOCK.with(Cell::take)
+}
+
+/// No block yet (or the thread is exiting, in which case this runs on every
+/// enter: `ensure_altstack` is idempotent).
 #[cold]
 #[inline(never)]
-fn first_enter_on_thread() {
-    ALTSTACK_CHECKED.with(|c| c.set(true));
+fn first_enter_on_thread() -> Option<&'static Block> {
     crate::overflow::ensure_altstack();
+    hot::claim()
 }
