@@ -384,12 +384,8 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option
                 ptr::addr_of_mut!((*inner).entry),
             )
         }));
-        let payload = outcome.err();
-        // SAFETY:
-        // * `home` is plain data set at creation.
-        if unsafe { (*inner).home.is_unpooled() } {
-            return payload;
-        }
-        cmd = y.suspend(Event::Finished(payload));
+        // Unpooled bodies park too: dropping the body ends the loop with
+        // `Exit`, and the loop needs no test of where the body goes.
+        cmd = y.suspend(Event::Finished(outcome.err()));
     }
 }

@@ -85,7 +85,15 @@ pub(crate) unsafe fn put<F: FnOnce() + Send + 'static>(
 pub(crate) unsafe fn run(run: *mut EntryFn, storage: *mut EntryStorage) {
     // SAFETY:
     // * `run` is valid and set because a closure is stored (caller).
-    let f = unsafe { (*run).0.take().unwrap_unchecked() };
+    let f = unsafe { (*run).0.unwrap_unchecked() };
+    // Only `put`'s debug check reads an emptied slot: release builds save
+    // the store.
+    #[cfg(debug_assertions)]
+    {
+        // SAFETY:
+        // * as above.
+        unsafe { *run = EntryFn::EMPTY };
+    }
     // SAFETY:
     // * `f` matches the type written by `put`; the storage is initialised.
     unsafe { f(storage) }

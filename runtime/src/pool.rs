@@ -74,10 +74,6 @@ pub(crate) fn mutex_pool_get(size: usize, kind: GuardKind) -> io::Result<Parked>
 }
 
 impl Home {
-    pub(crate) fn is_unpooled(&self) -> bool {
-        matches!(self, Home::Unpooled)
-    }
-
     /// Gives a body whose trampoline is parked back to its pool (or drops
     /// it); `block` is the calling thread's one-body cache.
     #[inline(always)]

@@ -37,6 +37,9 @@ pub fn live_stacks() -> usize {
 #[derive(Debug)]
 pub struct Stack {
     bottom: usize,
+    /// `bottom + len`, kept so that corosensei's `base()` (read on every
+    /// resume) is one load.
+    top: NonZeroUsize,
     len: usize,
     kind: GuardKind,
 }
@@ -80,6 +83,7 @@ impl Stack {
         // From here on, dropping `stack` unmaps it.
         let stack = Stack {
             bottom: addr as usize,
+            top: NonZeroUsize::new(addr as usize + len).expect("a mapping does not end at 0"),
             len,
             kind,
         };
@@ -102,7 +106,7 @@ impl Stack {
 
     /// Highest address (the stack grows down from here).
     pub fn top(&self) -> usize {
-        self.bottom + self.len
+        self.top.get()
     }
 
     /// The guard page's address range.
@@ -196,7 +200,7 @@ impl Drop for Stack {
 unsafe impl corosensei::stack::Stack for Stack {
     #[inline]
     fn base(&self) -> StackPointer {
-        NonZeroUsize::new(self.top()).expect("stack top is not null")
+        self.top
     }
 
     #[inline]
