@@ -189,12 +189,15 @@ fn eventfd_writes_per_bh() {
     let io = IoThread::new();
     let done = Arc::new(AtomicU64::new(0));
     let st0 = io.ctx.stats();
+    let mut waits_before = 0;
     for i in 0..IDLE_N {
-        // The context blocks once it ran the previous one; give it time to get there.
-        while io.ctx.stats().blocking_waits <= st0.blocking_waits + i {
+        // Once the previous bottom half ran, the context polls again and blocks: its
+        // blocking-wait counter moves past the value read when that one was scheduled.
+        while io.ctx.stats().blocking_waits <= waits_before {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_micros(50));
+        waits_before = io.ctx.stats().blocking_waits;
         let d = done.clone();
         io.ctx.bh_schedule_oneshot(move || {
             d.fetch_add(1, SeqCst);
