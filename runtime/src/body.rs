@@ -266,20 +266,20 @@ impl Parked {
     }
 
     /// Clears the event loop's words and the user word for a new coroutine.
-    /// Stores only what is not 0 already: stores still in the store buffer
-    /// slow down the CAS of the first enter, which follows at once.
+    /// Stores only when one is not 0 (one test for all four): stores still in
+    /// the store buffer slow down the CAS of the first enter, which follows
+    /// at once.
     #[inline(always)]
     pub(crate) fn clear_words(&self) {
         let h = self.header();
-        for w in [
+        let words = [
             &h.words.home,
             &h.words.scheduled,
             &h.words.link,
             &h.user_word,
-        ] {
-            if w.load(Ordering::Relaxed) != 0 {
-                w.store(0, Ordering::Relaxed);
-            }
+        ];
+        if words.iter().fold(0, |a, w| a | w.load(Ordering::Relaxed)) != 0 {
+            words.iter().for_each(|w| w.store(0, Ordering::Relaxed));
         }
     }
 

@@ -127,9 +127,9 @@ fn kind_of(k: usize) -> GuardKind {
     }
 }
 
-/// Takes this thread's cached body of `kind` if it has the asked stack size
-/// (a body of another size goes to the pool). A slot only ever holds bodies
-/// of its own guard kind (see [`stash`]).
+/// Takes this thread's cached body of `kind` if it has the asked stack size.
+/// A slot only ever holds bodies of its own guard kind (see [`stash`]); a
+/// body of another size stays (see [`evict_other_size`]).
 ///
 /// Inlined only into `#[inline(never)]` functions that never span a switch
 /// (see tls.rs): it reads the thread's block directly.
@@ -143,13 +143,30 @@ pub(crate) fn take(kind: GuardKind, size: usize) -> Option<Parked> {
     //   look, the slot keeps owning it.
     let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
     if !peek.has_size(size) {
-        b.evict(k);
         return None;
     }
     b.slots[k].store(ptr::null_mut(), Ordering::Relaxed);
     // SAFETY:
     // * the slot owned this parked body and no longer does.
     Some(unsafe { Parked::from_raw(h) })
+}
+
+#[cold]
+/// After a miss of [`take`]: a cached body of another stack size goes to
+/// its pool, so the slot can keep bodies of the size now in use.
+pub(crate) fn evict_other_size(kind: GuardKind, size: usize) {
+    let Some(b) = tls::block() else {
+        return;
+    };
+    let k = index(kind);
+    if let Some(h) = ptr::NonNull::new(b.slots[k].load(Ordering::Relaxed)) {
+        // SAFETY:
+        // * as in `take`: we only look.
+        let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
+        if !peek.has_size(size) {
+            b.evict(k);
+        }
+    }
 }
 
 /// Keeps `body` (a parked pooled body of guard kind `kind`) in `block`'s
