@@ -458,3 +458,82 @@ fn bh_from_other_thread_wakes_blocked_poll() {
     t.join().unwrap();
     assert!(ctx.stats().eventfd_writes <= 1);
 }
+
+/// fd handlers may be removed and added from inside a handler while the list is walked;
+/// a removed handler is never called again, even with its fd still ready.
+#[test]
+fn fd_handler_changes_list_from_inside_a_callback() {
+    let ctx = AioContext::new().unwrap();
+    let a = EventNotifier::new(true);
+    let b = EventNotifier::new(true);
+    let (a_calls, b_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let w = Arc::downgrade(&ctx);
+    let (a2, b2, ac, bc) = (a.clone(), b.clone(), a_calls.clone(), b_calls.clone());
+    ctx.set_fd_handler(
+        a.fd(),
+        FdHandlers::new().read(move || {
+            ac.fetch_add(1, SeqCst);
+            let ctx = w.upgrade().unwrap();
+            // Remove itself without clearing its (still readable) fd, and add b's handler.
+            ctx.remove_fd_handler(a2.fd()).unwrap();
+            let (b3, bc2) = (b2.clone(), bc.clone());
+            ctx.set_fd_handler(
+                b2.fd(),
+                FdHandlers::new().read(move || {
+                    b3.test_and_clear();
+                    bc2.fetch_add(1, SeqCst);
+                }),
+            )
+            .unwrap();
+        }),
+    )
+    .unwrap();
+    while ctx.poll(false) {}
+    assert_eq!(
+        a_calls.load(SeqCst),
+        1,
+        "a removed handler is not called again"
+    );
+    assert_eq!(
+        b_calls.load(SeqCst),
+        1,
+        "the handler added from a callback runs"
+    );
+    assert!(
+        a.test_and_clear(),
+        "a's fd stayed ready: only the removal kept it quiet"
+    );
+    ctx.remove_fd_handler(b.fd()).unwrap();
+}
+
+/// Polling a context that another thread is polling is a clean panic.
+#[test]
+fn concurrent_poll_from_two_threads_panics() {
+    let ctx = AioContext::new().unwrap();
+    let entered = Arc::new(std::sync::Barrier::new(2));
+    let release = Arc::new(AtomicBool::new(false));
+    let (c2, e2, r2) = (ctx.clone(), entered.clone(), release.clone());
+    ctx.bh_schedule_oneshot(move || {
+        e2.wait();
+        while !r2.load(SeqCst) {
+            std::thread::yield_now();
+        }
+    });
+    let poller = std::thread::spawn(move || {
+        c2.poll(false);
+    });
+    entered.wait();
+    let err =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.poll(false))).unwrap_err();
+    release.store(true, SeqCst);
+    poller.join().unwrap();
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned());
+    assert!(msg
+        .unwrap_or_default()
+        .contains("being polled by another thread"));
+    // Afterwards this thread may poll it.
+    assert!(!ctx.poll(false));
+}
