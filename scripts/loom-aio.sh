@@ -19,9 +19,16 @@ export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target/loom-aio}"
 run() { cargo test --manifest-path aio/loom-notify/Cargo.toml --release -- --test-threads=1 "$@"; }
 if [[ "${1:-}" == "--mutants" ]]; then
+    # Build first, so that a compile error is not mistaken for a caught mutant.
+    cargo test --manifest-path aio/loom-notify/Cargo.toml --release --no-run
     for m in plain-store-accept late-eventfd-read; do
-        if LOOM_AIO_VARIANT=$m run waiter_temporary_waiter_notifier >/dev/null 2>&1; then
+        if out=$(LOOM_AIO_VARIANT=$m run waiter_temporary_waiter_notifier 2>&1); then
             echo "mutant $m: NOT caught by the loom model" >&2
+            exit 1
+        fi
+        if ! grep -q deadlock <<<"$out"; then
+            echo "mutant $m: the model failed, but not with a lost wake-up:" >&2
+            echo "$out" | tail -20 >&2
             exit 1
         fi
         echo "mutant $m: caught (loom found a lost wake-up)"
