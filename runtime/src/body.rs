@@ -26,24 +26,21 @@ use crate::EventLoopWords;
 /// A panic payload carried from a coroutine to whoever entered it.
 pub(crate) type Payload = Box<dyn Any + Send + 'static>;
 
-/// What the enterer asks of a trampoline.
-pub(crate) enum Cmd {
-    /// Run (or continue) the current entry.
-    Run,
-    /// Leave the loop: the body is being destroyed.
-    Exit,
-}
-
-/// What a trampoline reports when it switches back.
+/// What a trampoline reports when it switches back: one byte, so the
+/// switch carries no more than a register. A panic's payload waits in
+/// [`Inner::payload`]; the enterer resumes with `()` (a body being
+/// destroyed is told so by [`Inner::exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Event {
     /// The entry called `yield_now`.
     Yielded,
-    /// The entry returned (`None`) or panicked (`Some(payload)`); the
-    /// trampoline is parked, ready for the next entry.
-    Finished(Option<Payload>),
+    /// The entry returned; the trampoline is parked, ready for the next entry.
+    Finished,
+    /// The entry panicked (payload in `Inner::payload`); parked as above.
+    Panicked,
 }
 
-type Trampoline = corosensei::Coroutine<Cmd, Event, Option<Payload>, Stack>;
+type Trampoline = corosensei::Coroutine<(), Event, (), Stack>;
 
 /// State word layout: `generation << 1 | RUNNING`. A coroutine handle holds
 /// the generation it was created with; termination bumps the generation.
@@ -94,12 +91,16 @@ const _: () = assert!(
 pub(crate) struct Inner {
     pub(crate) trampoline: Trampoline,
     /// Valid once the trampoline has started; lives on the coroutine's stack.
-    pub(crate) yielder: *const Yielder<Cmd, Event>,
+    pub(crate) yielder: *const Yielder<(), Event>,
     pub(crate) entry: EntryStorage,
-    pub(crate) home: Home,
+    /// The payload of the entry that panicked, until its enterer takes it.
+    pub(crate) payload: Option<Payload>,
     pub(crate) bounds: Bounds,
     /// The stack size the body was made for, as asked (the pool's match key).
     requested_size: usize,
+    pub(crate) home: Home,
+    /// Set (by the body's owner) before the last resume: leave the loop.
+    exit: bool,
 }
 
 impl Header {
@@ -202,10 +203,12 @@ impl Parked {
         let bounds = stack.bounds();
         let header = alloc_header();
         let h = HeaderAddr(header);
-        let trampoline = Trampoline::with_stack(stack, move |y, cmd| trampoline_main(h, y, cmd));
+        let trampoline = Trampoline::with_stack(stack, move |y, ()| trampoline_main(h, y));
         let inner = Inner {
             trampoline,
             yielder: ptr::null(),
+            payload: None,
+            exit: false,
             entry: EntryStorage::new(),
             home,
             bounds,
@@ -317,13 +320,14 @@ impl Drop for Parked {
         let inner = self.inner();
         // SAFETY:
         // * we own the body (pool object or finished unpooled coroutine);
-        // * a started trampoline is parked in its loop, so `Exit` makes it
+        // * a started trampoline is parked in its loop, so `exit` makes it
         //   return without running user code; then the body is dropped once
         //   (which unmaps the stack) and the header goes back to the free list.
         unsafe {
+            (*inner).exit = true;
             let t = &mut (*inner).trampoline;
             if t.started() && !t.done() {
-                match t.resume(Cmd::Exit) {
+                match t.resume(()) {
                     CoroutineResult::Return(_) => {}
                     CoroutineResult::Yield(_) => {
                         unreachable!("a parked trampoline yielded on exit")
@@ -348,7 +352,7 @@ fn below_this_frame() -> usize {
 struct HeaderAddr(NonNull<Header>);
 
 /// The loop every body runs: one entry after another, parked in between.
-fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option<Payload> {
+fn trampoline_main(h: HeaderAddr, y: &Yielder<(), Event>) {
     // SAFETY:
     // * headers are type-stable; the body is installed while it runs.
     let inner = unsafe { h.0.as_ref() }.inner();
@@ -370,10 +374,11 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option
     unsafe { h.0.as_ref() }
         .keep_from
         .store(keep_from, Ordering::Relaxed);
-    let mut cmd = first;
     loop {
-        if let Cmd::Exit = cmd {
-            return None;
+        // SAFETY:
+        // * only the owner writes `exit`, before resuming us.
+        if unsafe { (*inner).exit } {
+            return;
         }
         // SAFETY:
         // * `Run` is only sent after `put_entry` (creation stores the entry);
@@ -385,7 +390,18 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<Cmd, Event>, first: Cmd) -> Option
             )
         }));
         // Unpooled bodies park too: dropping the body ends the loop with
-        // `Exit`, and the loop needs no test of where the body goes.
-        cmd = y.suspend(Event::Finished(outcome.err()));
+        // `exit`, and the loop needs no test of where the body goes.
+        let event = match outcome {
+            Ok(()) => Event::Finished,
+            Err(payload) => {
+                // SAFETY:
+                // * we run for the owner; it takes the payload on `Panicked`
+                //   before the body can run another entry, so the slot is
+                //   empty here.
+                unsafe { (*inner).payload = Some(payload) };
+                Event::Panicked
+            }
+        };
+        y.suspend(event);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use corosensei::CoroutineResult;
 
-use crate::body::{Cmd, Event, Header, Parked, Payload, RUNNING};
+use crate::body::{Event, Header, Parked, RUNNING};
 use crate::builder::Builder;
 use crate::hot::Block;
 use crate::tls;
@@ -158,31 +158,39 @@ fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError>
     // SAFETY:
     // * the CAS above gave us the RUNNING bit, hence the body; it was
     //   installed when this generation was created.
-    let res = unsafe { (*inner).trampoline.resume(Cmd::Run) };
+    let res = unsafe { (*inner).trampoline.resume(()) };
     tls::enter_restore_current(prev);
+    // The common case first, tested on its own (not through a jump table).
+    if let CoroutineResult::Yield(Event::Finished) = res {
+        finish(header, generation, true, block);
+        return Ok(());
+    }
     match res {
         CoroutineResult::Yield(Event::Yielded) => {
             // The coroutine is off its stack now: let anyone enter it.
             h.state.store(idle, Ordering::Release);
         }
-        CoroutineResult::Yield(Event::Finished(payload)) => {
-            finish(header, generation, true, payload, block)
+        CoroutineResult::Yield(Event::Panicked) => {
+            // SAFETY:
+            // * we still own the body; the trampoline left the payload there.
+            let payload = unsafe { (*inner).payload.take() };
+            finish(header, generation, true, block);
+            if let Some(p) = payload {
+                resume_unwind(p);
+            }
         }
-        CoroutineResult::Return(payload) => finish(header, generation, false, payload, block),
+        // Only a body being destroyed returns (see `Parked::drop`).
+        CoroutineResult::Return(()) | CoroutineResult::Yield(Event::Finished) => {
+            finish(header, generation, false, block)
+        }
     }
     Ok(())
 }
 
-/// Bumps the generation, gives the body back (pool, via this thread's
-/// `block`) or destroys it, then re-raises the entry's panic if there was one.
+/// Bumps the generation and gives the body back (pool, via this thread's
+/// `block`) or destroys it.
 #[inline(always)]
-fn finish(
-    header: NonNull<Header>,
-    generation: u64,
-    parked: bool,
-    payload: Option<Payload>,
-    block: Option<&'static Block>,
-) {
+fn finish(header: NonNull<Header>, generation: u64, parked: bool, block: Option<&'static Block>) {
     // SAFETY:
     // * headers are type-stable.
     let h = unsafe { header.as_ref() };
@@ -199,9 +207,6 @@ fn finish(
         home.give_back(body, block);
     } else {
         drop(body);
-    }
-    if let Some(p) = payload {
-        resume_unwind(p);
     }
 }
 
@@ -357,11 +362,7 @@ pub fn try_yield_now() -> Result<(), NotInCoroutine> {
     // * a non-null current header is the coroutine running on this thread:
     //   we own its body and its trampoline has started (so `yielder` is set
     //   and lives on this very stack).
-    let cmd = unsafe { (*(*(*h).inner()).yielder).suspend(Event::Yielded) };
-    debug_assert!(
-        matches!(cmd, Cmd::Run),
-        "a yielded coroutine is only ever resumed to run"
-    );
+    unsafe { (*(*(*h).inner()).yielder).suspend(Event::Yielded) };
     Ok(())
 }
 

@@ -61,6 +61,26 @@ fn panic_resurfaces_with_payload_and_body_is_reused() {
     assert_eq!(*out.lock().unwrap(), 7);
 }
 
+/// Unpooled and mutex-pool bodies carry a panic out the same way, and the
+/// panicking body's payload slot does not leak into the next coroutine.
+#[test]
+fn panic_resurfaces_from_every_body_source() {
+    use corral_runtime::Builder;
+    for builder in [
+        Builder::new().pooled(false),
+        Builder::new().mutex_pool(),
+        Builder::new(),
+    ] {
+        let co = builder.spawn(|| std::panic::panic_any(Payload(7, "unpooled")));
+        let err = catch_unwind(AssertUnwindSafe(|| co.enter())).unwrap_err();
+        assert_eq!(err.downcast_ref::<Payload>(), Some(&Payload(7, "unpooled")));
+        assert!(co.is_terminated());
+        let next = builder.spawn(|| {});
+        next.enter();
+        assert!(next.is_terminated(), "{builder:?}");
+    }
+}
+
 #[test]
 fn panic_through_nested_coroutines() {
     let outer = Coroutine::new(|| {
