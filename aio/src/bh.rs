@@ -17,7 +17,7 @@
 //! nested poll: it is re-queued when its callback returns instead.
 
 use crate::context::CtxShared;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -134,6 +134,51 @@ pub(crate) unsafe fn dispatch_node(node: *const BhNode, run: bool) -> bool {
     let ops = unsafe { (*node).ops };
     // SAFETY: forwarded from the caller.
     unsafe { (ops.dispatch)(node, run) }
+}
+
+/// Takes the scheduled bottom halves as a new slice and runs every slice, the oldest first
+/// (a nested poll continues the slices of the polls it is nested in). Returns how many ran.
+///
+/// # Safety
+/// The caller is the thread polling the context that owns `list`, and `slices` (that
+/// context's) holds only lists taken from `list` with `take_fifo`.
+pub(crate) unsafe fn run_slices(list: &BhList, slices: &RefCell<Vec<*const BhNode>>) -> u64 {
+    let taken = list.take_fifo();
+    {
+        let mut s = slices.borrow_mut();
+        if taken.is_null() && s.iter().all(|h| h.is_null()) {
+            return 0;
+        }
+        s.push(taken);
+    }
+    let mut ran = 0u64;
+    loop {
+        let node = {
+            let mut s = slices.borrow_mut();
+            let mut found = ptr::null();
+            for h in s.iter_mut() {
+                if !h.is_null() {
+                    found = *h;
+                    // SAFETY: slices hold taken lists owned by the caller (contract).
+                    *h = unsafe { next_of(found) };
+                    break;
+                }
+            }
+            found
+        };
+        if node.is_null() {
+            break;
+        }
+        // SAFETY: popped from a taken list above, dispatched exactly once.
+        if unsafe { dispatch_node(node, true) } {
+            ran += 1;
+        }
+    }
+    let mut s = slices.borrow_mut();
+    while s.last().is_some_and(|h| h.is_null()) {
+        s.pop();
+    }
+    ran
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 use crate::bh::{self, Bh, BhList, BhNode};
 use crate::co_schedule::{self, CoList};
 use crate::epoll::{Epoll, MAX_EVENTS};
-use crate::fd_handlers::{FdHandlerList, FdHandlers, FdNode};
+use crate::fd_handlers::{self, FdHandlerList, FdHandlers, Ready};
 use crate::notify::NotifyProtocol;
 use crate::poll_adaptive::{self, PollParams, SharedPollParams};
 use crate::sys::EventFd;
@@ -47,7 +47,7 @@ pub struct AioStats {
 pub(crate) struct CtxShared {
     pub(crate) bh_list: CachePadded<BhList>,
     pub(crate) co_list: CachePadded<CoList>,
-    proto: CachePadded<NotifyProtocol>,
+    pub(crate) proto: CachePadded<NotifyProtocol>,
     event: EventFd,
     eventfd_writes: AtomicU64,
     pub(crate) timers: TimerList,
@@ -95,9 +95,9 @@ impl Drop for CtxShared {
 }
 
 /// State only the thread that holds the poll claim touches.
-struct OwnerState {
+pub(crate) struct OwnerState {
     depth: Cell<u32>,
-    poll_started: Cell<bool>,
+    pub(crate) poll_started: Cell<bool>,
     /// Heads of the taken bottom-half lists, oldest first (QEMU's bh slices).
     slices: RefCell<Vec<*const BhNode>>,
     /// Coroutines scheduled by the polling thread itself (head, tail words; 0 when empty).
@@ -114,10 +114,10 @@ unsafe impl Sync for OwnerCell {}
 unsafe impl Send for OwnerCell {}
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     iterations: AtomicU64,
     bhs_run: AtomicU64,
-    poll_successes: AtomicU64,
+    pub(crate) poll_successes: AtomicU64,
     blocking_waits: AtomicU64,
     coroutines_run: AtomicU64,
 }
@@ -128,30 +128,23 @@ pub(crate) fn bump(c: &AtomicU64, by: u64) {
     c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
-/// A ready fd handler found by epoll or by busy polling.
-struct Ready {
-    node: Arc<FdNode>,
-    revents: u32,
-    poll_ready: bool,
-}
-
 /// An event loop: bottom halves, fd handlers, timers, scheduled coroutines, a thread pool.
 ///
 /// Shared as `Arc<AioContext>`; anything may be scheduled onto it from any thread, but
 /// [`poll`](AioContext::poll) runs on one thread at a time (concurrent polls panic). Several
 /// contexts can live in one process, each polled by its own thread.
 pub struct AioContext {
-    shared: Arc<CtxShared>,
+    pub(crate) shared: Arc<CtxShared>,
     epoll: Epoll,
-    handlers: FdHandlerList,
+    pub(crate) handlers: FdHandlerList,
     /// Token of the thread inside poll/co_enter, 0 when none.
     polling: AtomicUsize,
     /// Token of the context's home thread: its creator, then the last thread that polled it.
     /// `co_enter` from any other thread schedules instead of entering (QEMU's aio_co_enter).
     home_thread: AtomicUsize,
     owner: OwnerCell,
-    params: SharedPollParams,
-    counters: Counters,
+    pub(crate) params: SharedPollParams,
+    pub(crate) counters: Counters,
     self_weak: Weak<AioContext>,
     pool: OnceLock<ThreadPool>,
 }
@@ -296,7 +289,7 @@ impl AioContext {
     }
 
     /// The claimant's state. Callers hold a `Claim`.
-    fn owner(&self) -> &OwnerState {
+    pub(crate) fn owner(&self) -> &OwnerState {
         debug_assert_eq!(self.polling.load(Relaxed), thread_token());
         &self.owner.0
     }
@@ -477,7 +470,7 @@ impl AioContext {
 
         progress |= self.bh_poll(st);
         progress |= co_schedule::run_scheduled(self);
-        progress |= self.dispatch_ready(ready);
+        progress |= fd_handlers::dispatch_ready(ready);
         progress |= shared.timers.run_due();
         bump(&self.counters.iterations, 1);
         progress
@@ -491,7 +484,7 @@ impl AioContext {
     }
 
     /// Anything queued that the next iteration runs without waiting.
-    fn local_work(&self, st: &OwnerState) -> bool {
+    pub(crate) fn local_work(&self, st: &OwnerState) -> bool {
         self.shared.work_queued() || st.local_co.get().0 != 0 || self.slices_pending(st)
     }
 
@@ -559,191 +552,14 @@ impl AioContext {
         }
     }
 
-    fn try_poll_mode(&self, st: &OwnerState, ready: &mut Vec<Ready>, timeout: &mut i64) -> bool {
-        let poll_ns = self.params.poll_ns.load(Relaxed) as i64;
-        let max_ns = soonest(*timeout, poll_ns);
-        if max_ns == 0 {
-            return false;
-        }
-        self.poll_set_started(st, ready, true);
-        self.run_poll_handlers(ready, max_ns, timeout)
-    }
-
-    /// Busy-polls the poll handlers for up to `max_ns` (QEMU's run_poll_handlers).
-    fn run_poll_handlers(
-        &self,
-        ready: &mut Vec<Ready>,
-        mut max_ns: i64,
-        timeout: &mut i64,
-    ) -> bool {
-        let start = Instant::now();
-        let mut progress;
-        let mut elapsed;
-        loop {
-            progress = self.run_poll_handlers_once(ready);
-            if progress || self.shared.proto.pending() || self.local_work(self.owner()) {
-                *timeout = 0;
-            }
-            elapsed = start.elapsed().as_nanos().min(i64::MAX as u128) as i64;
-            max_ns = soonest(*timeout, max_ns);
-            if elapsed >= max_ns {
-                break;
-            }
-        }
-        if *timeout > 0 {
-            *timeout -= elapsed.min(*timeout);
-        }
-        if progress {
-            bump(&self.counters.poll_successes, 1);
-        }
-        progress
-    }
-
-    fn run_poll_handlers_once(&self, ready: &mut Vec<Ready>) -> bool {
-        self.handlers.with(|t| {
-            let mut progress = false;
-            for n in &t.nodes {
-                if !n.deleted.load(Relaxed) {
-                    progress |= poll_node(n, ready);
-                }
-            }
-            progress
-        })
-    }
-
-    /// Enters or leaves poll mode, calling poll_begin / poll_end; on leaving, polls once more
-    /// in case an event raced with poll_end. Returns whether that found work.
-    fn poll_set_started(&self, st: &OwnerState, ready: &mut Vec<Ready>, started: bool) -> bool {
-        if st.poll_started.get() == started {
-            return false;
-        }
-        st.poll_started.set(started);
-        self.handlers.with(|t| {
-            let mut progress = false;
-            for n in &t.nodes {
-                if n.h.poll.is_none() || n.deleted.load(Relaxed) {
-                    continue;
-                }
-                let f = if started {
-                    &n.h.poll_begin
-                } else {
-                    &n.h.poll_end
-                };
-                if let Some(f) = f {
-                    f();
-                }
-                if !started {
-                    progress |= poll_node(n, ready);
-                }
-            }
-            progress
-        })
-    }
-
-    /// Runs the scheduled bottom halves: the oldest slice first (a nested poll continues the
-    /// slices of the polls it is nested in).
+    /// Runs the scheduled bottom halves (see `bh::run_slices`).
     fn bh_poll(&self, st: &OwnerState) -> bool {
-        let taken = self.shared.bh_list.take_fifo();
-        {
-            let mut s = st.slices.borrow_mut();
-            if taken.is_null() && s.iter().all(|h| h.is_null()) {
-                return false;
-            }
-            s.push(taken);
-        }
-        let mut ran = 0u64;
-        loop {
-            let node = {
-                let mut s = st.slices.borrow_mut();
-                let mut found = ptr::null();
-                for h in s.iter_mut() {
-                    if !h.is_null() {
-                        found = *h;
-                        // SAFETY: slices hold taken lists owned by the claimant.
-                        *h = unsafe { bh::next_of(found) };
-                        break;
-                    }
-                }
-                found
-            };
-            if node.is_null() {
-                break;
-            }
-            // SAFETY: popped from a taken list above, dispatched exactly once.
-            if unsafe { bh::dispatch_node(node, true) } {
-                ran += 1;
-            }
-        }
-        let mut s = st.slices.borrow_mut();
-        while s.last().is_some_and(|h| h.is_null()) {
-            s.pop();
-        }
+        // SAFETY:
+        // * we hold the claim (`st` is the owner state), and `st.slices` only ever holds
+        //   lists this context's poll took from its own `bh_list`.
+        let ran = unsafe { bh::run_slices(&self.shared.bh_list, &st.slices) };
         bump(&self.counters.bhs_run, ran);
         ran > 0
-    }
-
-    fn dispatch_ready(&self, ready: Vec<Ready>) -> bool {
-        let mut progress = false;
-        for r in ready {
-            let n = &*r.node;
-            if n.deleted.load(Relaxed) || n.in_dispatch.load(Relaxed) {
-                continue;
-            }
-            n.in_dispatch.store(true, Relaxed);
-            struct Leave<'a>(&'a FdNode);
-            impl Drop for Leave<'_> {
-                fn drop(&mut self) {
-                    self.0.in_dispatch.store(false, Relaxed);
-                }
-            }
-            let _leave = Leave(n);
-            const READ: u32 = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-            const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLERR) as u32;
-            if r.poll_ready && r.revents == 0 {
-                if let Some(f) = &n.h.poll_ready {
-                    f();
-                    progress = true;
-                }
-                continue;
-            }
-            if r.revents & READ != 0 && !n.deleted.load(Relaxed) {
-                if let Some(f) = &n.h.read {
-                    f();
-                    progress = true;
-                }
-            }
-            if r.revents & WRITE != 0 && !n.deleted.load(Relaxed) {
-                if let Some(f) = &n.h.write {
-                    f();
-                    progress = true;
-                }
-            }
-        }
-        progress
-    }
-}
-
-/// Calls the node's poll function (unless one of its callbacks is running: a nested poll
-/// never re-enters a handler) and queues it as poll-ready if it found work.
-fn poll_node(n: &Arc<FdNode>, ready: &mut Vec<Ready>) -> bool {
-    let Some(p) = &n.h.poll else { return false };
-    if n.in_dispatch.load(Relaxed) || !p() {
-        return false;
-    }
-    ready.push(Ready {
-        node: n.clone(),
-        revents: 0,
-        poll_ready: true,
-    });
-    true
-}
-
-/// The sooner of two timeouts where negative means "forever".
-fn soonest(a: i64, b: i64) -> i64 {
-    match (a < 0, b < 0) {
-        (true, _) => b,
-        (_, true) => a,
-        _ => a.min(b),
     }
 }
 

@@ -203,6 +203,55 @@ impl FdHandlerList {
     }
 }
 
+/// A ready fd handler found by epoll or by busy polling.
+pub(crate) struct Ready {
+    pub(crate) node: Arc<FdNode>,
+    pub(crate) revents: u32,
+    pub(crate) poll_ready: bool,
+}
+
+/// Runs the callbacks of the ready handlers; a removed handler, or one whose callback is
+/// running (we are in a nested poll), is skipped.
+pub(crate) fn dispatch_ready(ready: Vec<Ready>) -> bool {
+    let mut progress = false;
+    for r in ready {
+        let n = &*r.node;
+        if n.deleted.load(Relaxed) || n.in_dispatch.load(Relaxed) {
+            continue;
+        }
+        n.in_dispatch.store(true, Relaxed);
+        struct Leave<'a>(&'a FdNode);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.in_dispatch.store(false, Relaxed);
+            }
+        }
+        let _leave = Leave(n);
+        const READ: u32 = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLERR) as u32;
+        if r.poll_ready && r.revents == 0 {
+            if let Some(f) = &n.h.poll_ready {
+                f();
+                progress = true;
+            }
+            continue;
+        }
+        if r.revents & READ != 0 && !n.deleted.load(Relaxed) {
+            if let Some(f) = &n.h.read {
+                f();
+                progress = true;
+            }
+        }
+        if r.revents & WRITE != 0 && !n.deleted.load(Relaxed) {
+            if let Some(f) = &n.h.write {
+                f();
+                progress = true;
+            }
+        }
+    }
+    progress
+}
+
 impl Drop for FdHandlerList {
     fn drop(&mut self) {
         // SAFETY:

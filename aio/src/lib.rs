@@ -50,6 +50,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod bh;
+mod busy_poll;
 pub mod block;
 mod co_schedule;
 mod context;
