@@ -122,6 +122,18 @@ impl Inner {
         self.bh.schedule();
     }
 
+    /// Runs the delivered completions, on the context's thread (the bottom half).
+    fn run_completions(&self) {
+        let list = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut rest = Requeue {
+            pool: self,
+            rest: list.into_iter(),
+        };
+        while let Some(c) = rest.rest.next() {
+            c();
+        }
+    }
+
     fn worker(self: Arc<Self>) {
         let mut st = self.lock();
         loop {
@@ -157,6 +169,27 @@ impl Inner {
             }
             st = self.lock();
         }
+    }
+}
+
+/// The completions not yet run by `run_completions`. If a `done` callback panics, they go
+/// back to the front of the done list and the bottom half is scheduled again, so one panicking
+/// callback loses no other completion (the panic still reaches the caller of `poll`).
+struct Requeue<'a> {
+    pool: &'a Inner,
+    rest: std::vec::IntoIter<Completion>,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.rest.len() == 0 {
+            return;
+        }
+        let mut done = self.pool.done.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = std::mem::replace(&mut *done, self.rest.by_ref().collect());
+        done.extend(newer);
+        drop(done);
+        self.pool.bh.schedule();
     }
 }
 
@@ -222,11 +255,7 @@ impl ThreadPool {
                 .as_ref()
                 .and_then(|w| w.upgrade());
             if let Some(inner) = inner {
-                let list =
-                    std::mem::take(&mut *inner.done.lock().unwrap_or_else(|e| e.into_inner()));
-                for c in list {
-                    c();
-                }
+                inner.run_completions();
             }
         });
         let inner = Arc::new(Inner {

@@ -307,3 +307,77 @@ fn idle_workers_exit() {
     }
     assert_eq!(pool.stats().workers, 1, "min workers stay");
 }
+
+/// A `done` callback that panics loses no other completion: the ones after it in the same
+/// bottom-half run are put back and run in the next iteration (no request is ever lost).
+#[test]
+fn panicking_completion_loses_no_other_completion() {
+    let _w = Watchdog::new(
+        "panicking_completion_loses_no_other_completion",
+        Duration::from_secs(60),
+    );
+    let ctx = AioContext::new().unwrap();
+    // One worker: request k starts only after request k-1's completion was delivered.
+    ctx.thread_pool().set_limits(1, 1);
+    const N: usize = 6;
+    const PANICKER: usize = 1;
+    let ran = Arc::new(AtomicUsize::new(0));
+    for i in 0..N {
+        let ran = ran.clone();
+        ctx.thread_pool().submit(
+            move || Ok(i),
+            move |r| {
+                assert_eq!(r.unwrap(), i);
+                if i == PANICKER {
+                    panic!("done callback {i} panics");
+                }
+                ran.fetch_add(1, SeqCst);
+            },
+        );
+    }
+    // The last request holds the worker until all others are delivered, so the first N
+    // completions sit in one list when the bottom half runs.
+    let started = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Gate::default());
+    let (s2, g2, ran2) = (started.clone(), gate.clone(), ran.clone());
+    ctx.thread_pool().submit(
+        move || {
+            s2.store(true, SeqCst);
+            g2.wait();
+            Ok(())
+        },
+        move |r| {
+            r.unwrap();
+            ran2.fetch_add(1, SeqCst);
+        },
+    );
+    while !started.load(SeqCst) {
+        std::thread::yield_now();
+    }
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.poll(false)));
+    assert!(
+        panicked.is_err(),
+        "the panicking completion's panic reaches poll"
+    );
+    assert_eq!(
+        ran.load(SeqCst),
+        PANICKER,
+        "completions before the panicking one ran"
+    );
+    // The rest of the list runs in the next iteration, without any new delivery.
+    assert!(
+        ctx.poll(false),
+        "the remaining completions were rescheduled"
+    );
+    assert_eq!(
+        ran.load(SeqCst),
+        N - 1,
+        "no completion after the panicking one is lost"
+    );
+    gate.open();
+    while ran.load(SeqCst) < N {
+        ctx.poll(true);
+    }
+    assert_eq!(ran.load(SeqCst), N);
+    assert_eq!(ctx.thread_pool().stats().completed, N as u64 + 1);
+}
