@@ -8,18 +8,28 @@
 //! Two start paths:
 //!
 //! * from the context's own thread (the common case: callbacks submitting the next
-//!   request), the coroutine goes into a per-device queue that one reusable bottom half
-//!   empties; the queue and the request count are plain thread-local data, and instead of
-//!   a reference count per request the device keeps itself alive while any request is
-//!   pending -- no atomic read-modify-write and no heap allocation per request;
+//!   request), the request's closure goes into a per-device queue, stored inline (a
+//!   [`Job`]); one reusable bottom half starts a pooled *worker* coroutine for it, and a
+//!   worker whose request finished takes the next queued job itself instead of ending, so
+//!   a request whose callback submits the next one costs no coroutine start or exit and
+//!   no bottom-half pass. The queue and the request count are plain thread-local data,
+//!   and instead of a reference count per request the device keeps itself alive while any
+//!   request is pending -- no atomic read-modify-write and no heap allocation per request.
+//!   Closures too big to store inline, and `AllocMode::Heap`, get a coroutine each;
 //! * from another thread, `AioContext::co_schedule` (lock-free, wakes the context).
 
 use super::device::{AllocMode, BlockDevice, Inner};
+use super::job::Job;
 use corral_runtime::Coroutine;
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+
+/// Jobs a worker runs in a row before it leaves the rest to the bottom half, so that a
+/// chain of requests completing inline (the null backend) still returns to the event loop.
+const WORKER_BUDGET: u32 = 16;
 
 /// Per-device state of AIO-face requests submitted on the context's thread.
 #[derive(Debug, Default)]
@@ -28,15 +38,21 @@ pub(super) struct LocalStarts {
     pub(super) pending: usize,
     /// Coroutine-face requests whose coroutine has not picked up the result yet.
     pub(super) co_requests: usize,
-    /// Coroutines waiting for the start bottom half.
-    queue: Vec<Coroutine>,
-    /// The other buffer of `queue` (swapped, so starting allocates nothing).
-    spare: Vec<Coroutine>,
+    /// Requests not started yet, in submission order.
+    queue: VecDeque<Start>,
     /// A strong reference held while `pending > 0`, standing in for one per request.
     keepalive: Option<Arc<Inner>>,
 }
 
+/// A queued request: a closure for a worker, or a coroutine of its own.
+#[derive(Debug)]
+enum Start {
+    Job(Job),
+    Co(Coroutine),
+}
+
 /// The device pointer an AIO-face coroutine carries instead of a reference count.
+#[derive(Clone, Copy)]
 struct DeviceRef(*const Inner);
 
 // SAFETY:
@@ -50,7 +66,7 @@ impl DeviceRef {
     ///
     /// # Safety
     ///
-    /// * the request this reference belongs to is still pending (so `keepalive` is set).
+    /// * a request this reference belongs to is still pending (so `keepalive` is set).
     unsafe fn get(&self) -> ManuallyDrop<BlockDevice> {
         // SAFETY:
         // * `self.0` came from `Arc::as_ptr` of a live `Arc<Inner>` (`spawn`), and a strong
@@ -61,7 +77,7 @@ impl DeviceRef {
     }
 }
 
-/// Creates the bottom half that starts queued coroutines.
+/// Creates the bottom half that starts queued requests.
 pub(super) fn start_bh(inner: &Arc<Inner>) -> crate::Bh {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     inner.ctx.bh_new(move || {
@@ -71,49 +87,115 @@ pub(super) fn start_bh(inner: &Arc<Inner>) -> crate::Bh {
     })
 }
 
-/// Enters every coroutine queued when the bottom half started; those they queue wait for
-/// the next pass. If one panics (the payload resurfaces from the event loop), the rest of
-/// the batch goes back to the front of the queue for the next pass: none is lost.
-fn start_queued(inner: &Inner) {
-    struct Pass<'a> {
-        inner: &'a Inner,
-        batch: Vec<Coroutine>,
-        next: usize,
+fn schedule_start(inner: &Inner) {
+    if let Some(bh) = inner.start_bh.get() {
+        bh.schedule();
     }
+}
+
+/// Starts the requests queued when the bottom half started (workers may take more of
+/// them themselves); those queued meanwhile wait for the next pass. If a coroutine
+/// panics (the payload resurfaces from the event loop), what is still queued waits for
+/// the next pass: none is lost.
+fn start_queued(inner: &Inner) {
+    struct Pass<'a>(&'a Inner);
     impl Drop for Pass<'_> {
         fn drop(&mut self) {
-            let rest = self.batch.len() - self.next;
-            let mut batch = std::mem::take(&mut self.batch);
-            self.inner.local.with(|l| {
-                if rest > 0 {
-                    let newer = std::mem::replace(&mut l.queue, batch.split_off(self.next));
-                    l.queue.extend(newer);
-                }
-                batch.clear();
-                if l.spare.capacity() < batch.capacity() {
-                    l.spare = batch;
-                }
-            });
-            if rest > 0 {
-                if let Some(bh) = self.inner.start_bh.get() {
-                    bh.schedule();
-                }
+            if self.0.local.with(|l| !l.queue.is_empty()) {
+                schedule_start(self.0);
             }
         }
     }
-    let batch = inner.local.with(|l| {
-        let spare = std::mem::take(&mut l.spare);
-        std::mem::replace(&mut l.queue, spare)
-    });
-    let mut pass = Pass {
-        inner,
-        batch,
-        next: 0,
+    let _pass = Pass(inner);
+    let queued = inner.local.with(|l| l.queue.len());
+    for _ in 0..queued {
+        // A job stays queued until its worker takes it, so a failed coroutine start
+        // loses nothing.
+        let co = inner.local.with(|l| match l.queue.front() {
+            Some(Start::Co(_)) => match l.queue.pop_front() {
+                Some(Start::Co(co)) => Some(Some(co)),
+                _ => unreachable!("front was a coroutine"),
+            },
+            Some(Start::Job(_)) => Some(None),
+            None => None,
+        });
+        match co {
+            Some(Some(co)) => co.enter(),
+            Some(None) => {
+                let dev = DeviceRef(inner);
+                Coroutine::new(move || work(dev)).enter();
+            }
+            None => break,
+        }
+    }
+}
+
+/// A worker: runs the job at the front of the queue, then the next ones while they are
+/// jobs and its budget lasts.
+fn work(dev: DeviceRef) {
+    /// Ends the running job if it panics, and leaves what is queued to the bottom half.
+    struct Unwinding(*const Inner);
+    impl Drop for Unwinding {
+        fn drop(&mut self) {
+            // SAFETY: the job that panicked is still pending, so the device is alive.
+            let inner = unsafe { &*self.0 };
+            if inner.local.with(|l| !l.queue.is_empty()) {
+                schedule_start(inner);
+            }
+            finish_local(self.0);
+        }
+    }
+    let inner = dev.0;
+    // SAFETY: the bottom half entered us on seeing a (pending) job at the front.
+    let first = unsafe { &*inner }.local.with(|l| take_job(&mut l.queue));
+    let Some(mut job) = first else {
+        return;
     };
-    while pass.next < pass.batch.len() {
-        let co = pass.batch[pass.next];
-        pass.next += 1;
-        co.enter();
+    let mut budget = WORKER_BUDGET;
+    loop {
+        let unwinding = Unwinding(inner);
+        {
+            // SAFETY: `job` is pending until counted down below.
+            let handle = unsafe { dev.get() };
+            job.run(&handle);
+        }
+        std::mem::forget(unwinding);
+        budget -= 1;
+        // SAFETY: the job just run is still counted as pending: the device is alive.
+        let next = unsafe { &*inner }.local.with(|l| {
+            let next = if budget > 0 {
+                take_job(&mut l.queue)
+            } else {
+                None
+            };
+            if next.is_some() {
+                // The finished job; the next one keeps `pending` above zero.
+                l.pending -= 1;
+            }
+            (next, !l.queue.is_empty())
+        });
+        match next {
+            (Some(next), _) => job = next,
+            (None, more) => {
+                if more {
+                    // SAFETY: as above (counted down just below).
+                    schedule_start(unsafe { &*inner });
+                }
+                finish_local(inner);
+                return;
+            }
+        }
+    }
+}
+
+/// Pops the front of `queue` if it is a job.
+fn take_job(queue: &mut VecDeque<Start>) -> Option<Job> {
+    if !matches!(queue.front(), Some(Start::Job(_))) {
+        return None;
+    }
+    match queue.pop_front() {
+        Some(Start::Job(job)) => Some(job),
+        _ => None,
     }
 }
 
@@ -220,8 +302,34 @@ impl BlockDevice {
             self.inner.ctx.co_schedule(co);
             return;
         }
+        let start = match self.inner.alloc {
+            AllocMode::Pooled => match Job::new(body) {
+                Ok(job) => Start::Job(job),
+                Err(body) => Start::Co(self.local_coroutine(body)),
+            },
+            AllocMode::Heap => Start::Co(self.local_coroutine(body)),
+        };
+        let first = self.inner.local.with(|l| {
+            if l.pending == 0 {
+                l.keepalive = Some(self.inner.clone());
+            }
+            l.pending += 1;
+            l.queue.push_back(start);
+            l.queue.len() == 1
+        });
+        if first {
+            self.inner
+                .start_bh
+                .get_or_init(|| start_bh(&self.inner))
+                .schedule();
+        }
+    }
+
+    /// A coroutine of its own for a local request (heap mode, or a closure too big to
+    /// queue inline).
+    fn local_coroutine(&self, body: impl FnOnce(&BlockDevice) + Send + 'static) -> Coroutine {
         let dev = DeviceRef(Arc::as_ptr(&self.inner));
-        let co = self.make_coroutine(move || {
+        self.make_coroutine(move || {
             // Ends the request also if the callback panics, so `drain` still ends.
             struct Done(*const Inner);
             impl Drop for Done {
@@ -234,21 +342,7 @@ impl BlockDevice {
             // later, dropped first; it releases nothing anyway).
             let handle = unsafe { dev.get() };
             body(&handle);
-        });
-        let first = self.inner.local.with(|l| {
-            if l.pending == 0 {
-                l.keepalive = Some(self.inner.clone());
-            }
-            l.pending += 1;
-            l.queue.push(co);
-            l.queue.len() == 1
-        });
-        if first {
-            self.inner
-                .start_bh
-                .get_or_init(|| start_bh(&self.inner))
-                .schedule();
-        }
+        })
     }
 
     fn make_coroutine(&self, entry: impl FnOnce() + Send + 'static) -> Coroutine {

@@ -15,6 +15,7 @@ thread_local! {
 }
 
 /// Identifies the calling thread (cheap: one thread-local address).
+#[inline(always)]
 pub(crate) fn thread_id() -> usize {
     THREAD_MARK.with(|mark| mark as *const u8 as usize)
 }
@@ -47,12 +48,14 @@ impl<T> ThreadBound<T> {
     }
 
     /// Whether the calling thread owns the cell.
+    #[inline(always)]
     pub(crate) fn is_owner(&self) -> bool {
         thread_id() == self.owner
     }
 
     /// Runs `f` with exclusive access. Panics on another thread or on a nested borrow:
     /// callers never hold the borrow while waking a coroutine or running a callback.
+    #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         assert!(
             self.is_owner(),

@@ -80,6 +80,7 @@ mod error;
 pub mod fault;
 mod glue;
 pub mod io_uring;
+mod job;
 pub mod linux_aio;
 pub mod null;
 mod request;

@@ -113,8 +113,15 @@ impl Backend for NullBackend {
             None => unsafe { request::complete_in_submit(req, size(req)) },
             Some((bh, queue)) => {
                 // SAFETY: `req` stays valid until completed (caller's contract).
-                queue.with(|q| unsafe { q.push_back(req) });
-                bh.schedule();
+                let first = queue.with(|q| unsafe {
+                    q.push_back(req);
+                    q.len() == 1
+                });
+                // A non-empty queue already has its pass scheduled (or running, and then
+                // it reschedules itself for what it leaves behind).
+                if first {
+                    bh.schedule();
+                }
             }
         }
     }
