@@ -161,6 +161,7 @@ fn take_body(size: usize, opts: Opts) -> io::Result<Parked> {
 }
 
 /// [`take_body`] without a cached body of this shape.
+#[cold]
 #[inline(never)]
 fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
     let guard = opts.guard();
@@ -183,7 +184,7 @@ fn take_from_pool(size: usize, guard: GuardKind) -> io::Result<Parked> {
     loop {
         let body = pool.try_get_or_create(|| {
             set_caps_once();
-            Parked::new(size, guard, Home::Pooled)
+            Parked::new(size, guard, Home::pooled(guard))
         })?;
         if body.has_shape(size, guard) {
             return Ok(body);

@@ -10,8 +10,8 @@ use corosensei::CoroutineResult;
 
 use crate::body::{Event, Header, Parked, RUNNING};
 use crate::builder::Builder;
-use crate::hot::Block;
 use crate::tls;
+use crate::tls::ThreadCache;
 
 /// Handle to a coroutine: a pointer to its type-stable header and the
 /// generation it was created with. `Copy`, `Send`, `Sync`; equal handles name
@@ -153,7 +153,7 @@ fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError>
             EnterError::Running
         });
     }
-    let (prev, block) = tls::enter_replace_current(h);
+    let (prev, cache) = tls::enter_replace_current(h);
     let inner = h.inner();
     // SAFETY:
     // * the CAS above gave us the RUNNING bit, hence the body; it was
@@ -162,7 +162,7 @@ fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError>
     tls::enter_restore_current(prev);
     // The common case first, tested on its own (not through a jump table).
     if let CoroutineResult::Yield(Event::Finished) = res {
-        finish(header, generation, true, block);
+        finish(header, generation, true, cache);
         return Ok(());
     }
     match res {
@@ -174,23 +174,23 @@ fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError>
             // SAFETY:
             // * we still own the body; the trampoline left the payload there.
             let payload = unsafe { (*inner).payload.take() };
-            finish(header, generation, true, block);
+            finish(header, generation, true, cache);
             if let Some(p) = payload {
                 resume_unwind(p);
             }
         }
         // Only a body being destroyed returns (see `Parked::drop`).
         CoroutineResult::Return(()) | CoroutineResult::Yield(Event::Finished) => {
-            finish(header, generation, false, block)
+            finish(header, generation, false, cache)
         }
     }
     Ok(())
 }
 
 /// Bumps the generation and gives the body back (pool, via this thread's
-/// `block`) or destroys it.
+/// `cache`) or destroys it.
 #[inline(always)]
-fn finish(header: NonNull<Header>, generation: u64, parked: bool, block: Option<&'static Block>) {
+fn finish(header: NonNull<Header>, generation: u64, parked: bool, cache: ThreadCache) {
     // SAFETY:
     // * headers are type-stable.
     let h = unsafe { header.as_ref() };
@@ -204,7 +204,7 @@ fn finish(header: NonNull<Header>, generation: u64, parked: bool, block: Option<
     // * we own the body; `home` is plain data.
     let home = unsafe { (*h.inner()).home };
     if parked {
-        home.give_back(body, block);
+        home.give_back(body, cache);
     } else {
         drop(body);
     }

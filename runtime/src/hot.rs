@@ -7,34 +7,35 @@
 //! the pool's fast path shortened to one thread-local slot: a miss falls
 //! through to the pool, a full slot hands the body to the pool.
 //!
-//! Its effect on the counters is folded into [`pool_stats`](crate::pool_stats):
-//! a hit counts as `reused`, a body sitting here as `pooled`. Only the
-//! owning thread writes a block (plain loads and stores, no read-modify-write);
-//! sums are read on demand and are exact when threads are quiescent. Nothing
-//! is written on the take side: `create` runs right before the CAS of the
-//! first `enter`, and stores still in the store buffer make that CAS slower.
+//! The slots themselves are thread-locals (tls.rs); the counters live in a
+//! leaked per-thread block that other threads can read. Their effect is
+//! folded into [`pool_stats`](crate::pool_stats): a hit counts as `reused`,
+//! a body sitting in a slot (stashed minus hits minus evicted) as `pooled`.
+//! Only the owning thread writes a block (plain loads and stores, no
+//! read-modify-write); sums are read on demand and are exact when threads
+//! are quiescent.
 
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use corral_pool::PoolStats;
 
-use crate::body::{Header, Parked};
+use crate::body::Parked;
 use crate::pool::pool_for;
 use crate::stack::GuardKind;
-use crate::tls;
+use crate::tls::{self, ThreadCache};
 
 /// One thread's slots and counters, indexed by guard kind. Leaked: blocks of
 /// exited threads are reused by new threads (their sums carry on).
 #[derive(Debug, Default)]
 pub(crate) struct Block {
-    /// The cached body, or null.
-    slots: [AtomicPtr<Header>; 2],
     /// Bodies put into the slot.
     stashed: [AtomicU64; 2],
+    /// Bodies taken from the slot by a create.
+    hits: [AtomicU64; 2],
     /// Bodies that left the slot for the pool (stack size mismatch, thread exit).
     evicted: [AtomicU64; 2],
 }
@@ -44,11 +45,12 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Block {
-    /// Hands the slot's body (if any) to its pool.
+    /// Hands the body (if any) in this thread's slot `k` to its pool; `self`
+    /// is this thread's block.
     fn evict(&self, k: usize) {
-        let h = self.slots[k].load(Ordering::Relaxed);
-        if let Some(h) = ptr::NonNull::new(h) {
-            self.slots[k].store(ptr::null_mut(), Ordering::Relaxed);
+        let c = tls::cache();
+        if let Some(h) = ptr::NonNull::new(c.slot(k)) {
+            c.set_slot(k, ptr::null_mut());
             bump(&self.evicted[k]);
             // SAFETY:
             // * the slot owned this parked body (see `stash`).
@@ -135,9 +137,9 @@ fn kind_of(k: usize) -> GuardKind {
 /// (see tls.rs): it reads the thread's block directly.
 #[inline(always)]
 pub(crate) fn take(kind: GuardKind, size: usize) -> Option<Parked> {
-    let b = tls::block()?;
     let k = index(kind);
-    let h = ptr::NonNull::new(b.slots[k].load(Ordering::Relaxed))?;
+    let c = tls::cache();
+    let h = ptr::NonNull::new(c.slot(k))?;
     // SAFETY:
     // * the slot owns this parked body (see `stash`); ManuallyDrop: we only
     //   look, the slot keeps owning it.
@@ -145,21 +147,25 @@ pub(crate) fn take(kind: GuardKind, size: usize) -> Option<Parked> {
     if !peek.has_size(size) {
         return None;
     }
-    b.slots[k].store(ptr::null_mut(), Ordering::Relaxed);
+    c.set_slot(k, ptr::null_mut());
+    // A body is only stashed while the thread has a block (see `stash`).
+    if let Some(b) = c.block() {
+        bump(&b.hits[k]);
+    }
     // SAFETY:
     // * the slot owned this parked body and no longer does.
     Some(unsafe { Parked::from_raw(h) })
 }
 
-#[cold]
 /// After a miss of [`take`]: a cached body of another stack size goes to
 /// its pool, so the slot can keep bodies of the size now in use.
 pub(crate) fn evict_other_size(kind: GuardKind, size: usize) {
-    let Some(b) = tls::block() else {
+    let c = tls::cache();
+    let Some(b) = c.block() else {
         return;
     };
     let k = index(kind);
-    if let Some(h) = ptr::NonNull::new(b.slots[k].load(Ordering::Relaxed)) {
+    if let Some(h) = ptr::NonNull::new(c.slot(k)) {
         // SAFETY:
         // * as in `take`: we only look.
         let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
@@ -169,23 +175,19 @@ pub(crate) fn evict_other_size(kind: GuardKind, size: usize) {
     }
 }
 
-/// Keeps `body` (a parked pooled body of guard kind `kind`) in `block`'s
-/// slot if it is free; otherwise hands it back. `block` is the calling
-/// thread's (`None` while the thread exits).
+/// Keeps `body` (a parked pooled body) in slot `k` (the index of its guard
+/// kind) of `cache` (the calling thread's) if it is free; otherwise hands it
+/// back. Nothing is kept while the thread has no block (it is exiting).
 #[inline(always)]
-pub(crate) fn stash(
-    block: Option<&'static Block>,
-    body: Parked,
-    kind: GuardKind,
-) -> Option<Parked> {
-    let Some(b) = block else {
+pub(crate) fn stash(cache: ThreadCache, body: Parked, k: usize) -> Option<Parked> {
+    let Some(b) = cache.block() else {
         return Some(body);
     };
-    let k = index(kind);
-    if !b.slots[k].load(Ordering::Relaxed).is_null() {
+    debug_assert_eq!(k, index(body.kind()), "slot of another guard kind");
+    if !cache.slot(k).is_null() {
         return Some(body);
     }
-    b.slots[k].store(body.into_raw().as_ptr(), Ordering::Relaxed);
+    cache.set_slot(k, body.into_raw().as_ptr());
     bump(&b.stashed[k]);
     None
 }
@@ -196,10 +198,10 @@ pub(crate) fn stash(
 pub(crate) fn fold_into(stats: &mut PoolStats, kind: GuardKind) {
     let k = index(kind);
     for b in &registry().all {
-        let held = u64::from(!b.slots[k].load(Ordering::Relaxed).is_null());
         let stashed = b.stashed[k].load(Ordering::Relaxed);
+        let hits = b.hits[k].load(Ordering::Relaxed);
         let evicted = b.evicted[k].load(Ordering::Relaxed);
-        stats.reused += stashed.saturating_sub(evicted + held);
-        stats.pooled += held;
+        stats.reused += hits;
+        stats.pooled += stashed.saturating_sub(hits + evicted);
     }
 }

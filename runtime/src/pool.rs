@@ -27,9 +27,9 @@ use std::sync::{Mutex, Once};
 use corral_pool::{Pool, PoolConfig, PoolStats};
 
 use crate::body::Parked;
-use crate::hot::Block;
 use crate::stack::GuardKind;
 use crate::sys::max_map_count;
+use crate::tls::ThreadCache;
 
 /// Bytes of stack (address space reserved, mostly not resident) the
 /// installed-guard pool may hold globally: 2 GiB, i.e. 8192 stacks of the
@@ -50,8 +50,12 @@ fn release_hook(body: &mut Parked) {
 /// Where a body goes when its coroutine terminates.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Home {
-    /// The corral-pool pool of the body's guard kind.
-    Pooled,
+    /// The corral-pool pool of installed-guard stacks. The two pooled
+    /// homes are 0 and 1, the index of the thread's cache slot for their
+    /// kind, so the terminate path reads one byte for both decisions.
+    PooledInstall = 0,
+    /// The corral-pool pool of mprotect-guard stacks.
+    PooledMprotect = 1,
     /// The `Mutex<Vec>` baseline pool (see [`Builder::mutex_pool`](crate::Builder::mutex_pool)).
     Mutex,
     Unpooled,
@@ -74,15 +78,22 @@ pub(crate) fn mutex_pool_get(size: usize, kind: GuardKind) -> io::Result<Parked>
 }
 
 impl Home {
+    /// The home of a pooled body of guard kind `kind`.
+    pub(crate) fn pooled(kind: GuardKind) -> Home {
+        match kind {
+            GuardKind::Install => Home::PooledInstall,
+            GuardKind::Mprotect => Home::PooledMprotect,
+        }
+    }
+
     /// Gives a body whose trampoline is parked back to its pool (or drops
-    /// it); `block` is the calling thread's one-body cache.
+    /// it); `cache` is the calling thread's one-body cache.
     #[inline(always)]
-    pub(crate) fn give_back(self, body: Parked, block: Option<&'static Block>) {
+    pub(crate) fn give_back(self, body: Parked, cache: ThreadCache) {
         match self {
-            Home::Pooled => {
-                let kind = body.kind();
-                if let Some(body) = crate::hot::stash(block, body, kind) {
-                    put_pooled(body, kind);
+            Home::PooledInstall | Home::PooledMprotect => {
+                if let Some(body) = crate::hot::stash(cache, body, self as usize) {
+                    put_pooled(body);
                 }
             }
             Home::Mutex => {
@@ -101,8 +112,8 @@ impl Home {
 
 /// The thread's cache slot is taken: the body goes to its pool.
 #[inline(never)]
-fn put_pooled(body: Parked, kind: GuardKind) {
-    pool_for(kind).put(body);
+fn put_pooled(body: Parked) {
+    pool_for(body.kind()).put(body);
 }
 
 /// The pool of one guard kind.

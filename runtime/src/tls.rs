@@ -11,23 +11,81 @@
 //! them through a `#[inline(never)]` function, and never hold a reference
 //! into one across `yield_now`.
 //!
-//! The one exception is `Coroutine::enter`, an `#[inline(never)]` function
-//! whose own frame cannot change thread (see [`enter_replace_current`]): it
-//! reads and writes the current coroutine directly, saving two calls.
+//! The exceptions are `#[inline(never)]` functions whose own frame cannot
+//! change thread and that never stay on a coroutine's stack across a switch:
+//! `Coroutine::try_enter`'s inner function (see [`enter_replace_current`])
+//! and the builder's `take_body`, which read the current coroutine and the
+//! one-body cache (hot.rs) directly, saving calls.
 
 use std::cell::Cell;
-use std::ptr;
+use std::ptr::{self, NonNull};
 
 use crate::body::Header;
 use crate::hot::{self, Block};
 
+/// This thread's one-body cache (hot.rs): the slots, one per guard kind,
+/// and the block of counters (`None` until the first enter on the thread,
+/// and again once the thread's exit guard has run). No destructor, so every
+/// access is a plain load at a fixed offset from the thread pointer.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    block: Cell<Option<&'static Block>>,
+    slots: [Cell<*mut Header>; 2],
+}
+
 thread_local! {
     /// The coroutine running on this thread (innermost when nested), or null.
     static CURRENT: Cell<*const Header> = const { Cell::new(ptr::null()) };
-    /// This thread's one-body cache (hot.rs): `None` until the first enter
-    /// on the thread, and again once the thread's exit guard has run. No
-    /// destructor, so every access is a plain load at a fixed offset.
-    static BLOCK: Cell<Option<&'static Block>> = const { Cell::new(None) };
+    static CACHE: Cache = const {
+        Cache {
+            block: Cell::new(None),
+            slots: [Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())],
+        }
+    };
+}
+
+/// The calling thread's [`Cache`], as an address computed once.
+///
+/// Only for frames that never change thread (the `#[inline(never)]`
+/// functions named in this module's docs), and never kept beyond them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ThreadCache(NonNull<Cache>);
+
+impl ThreadCache {
+    #[inline(always)]
+    fn get(&self) -> &Cache {
+        // SAFETY:
+        // * the address of this thread's cache, used on this thread while
+        //   it runs (see the type's docs); thread-locals without destructor
+        //   stay valid until the thread is gone.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The thread's counter block, if it has one.
+    #[inline(always)]
+    pub(crate) fn block(self) -> Option<&'static Block> {
+        self.get().block.get()
+    }
+
+    /// The body cached in slot `k` (a guard kind's index), or null.
+    #[inline(always)]
+    pub(crate) fn slot(self, k: usize) -> *mut Header {
+        self.get().slots[k].get()
+    }
+
+    /// Sets slot `k`.
+    #[inline(always)]
+    pub(crate) fn set_slot(self, k: usize, h: *mut Header) {
+        self.get().slots[k].set(h);
+    }
+}
+
+/// This thread's cache. Inlined only into `#[inline(never)]` functions that
+/// do not span a switch, or into `Coroutine::try_enter`'s inner function
+/// (see [`enter_replace_current`]).
+#[inline(always)]
+pub(crate) fn cache() -> ThreadCache {
+    CACHE.with(|c| ThreadCache(NonNull::from(c)))
 }
 
 /// The running coroutine's header, or null outside coroutines.
@@ -37,21 +95,21 @@ pub(crate) fn current() -> *const Header {
 }
 
 /// Makes `new` the running coroutine; returns the previous one and this
-/// thread's block. The first call on a thread also makes sure the thread
+/// thread's cache. The first call on a thread also makes sure the thread
 /// has an alternate signal stack, so a stack overflow can be reported, and
-/// claims the thread's block.
+/// claims the thread's counter block.
 ///
 /// Inlined on purpose, so only for `Coroutine::try_enter`'s inner function,
 /// which is itself `#[inline(never)]` and whose frame never changes thread:
 /// the caller of `enter` is blocked in it until the callee yields or ends,
 /// and that always switches back on the thread that entered.
 #[inline(always)]
-pub(crate) fn enter_replace_current(new: *const Header) -> (*const Header, Option<&'static Block>) {
-    let block = match BLOCK.with(Cell::get) {
-        Some(b) => Some(b),
-        None => first_enter_on_thread(),
-    };
-    (CURRENT.with(|c| c.replace(new)), block)
+pub(crate) fn enter_replace_current(new: *const Header) -> (*const Header, ThreadCache) {
+    let c = cache();
+    if c.block().is_none() {
+        first_enter_on_thread();
+    }
+    (CURRENT.with(|c| c.replace(new)), c)
 }
 
 /// Restores the running coroutine when an enter returns (same rule as
@@ -61,29 +119,21 @@ pub(crate) fn enter_restore_current(h: *const Header) {
     CURRENT.with(|c| c.set(h));
 }
 
-/// This thread's block, if it has one. Same inlining rule as
-/// [`enter_replace_current`]: only inside `#[inline(never)]` functions that
-/// do not span a switch.
-#[inline(always)]
-pub(crate) fn block() -> Option<&'static Block> {
-    BLOCK.with(Cell::get)
-}
-
 /// Records the block [`hot::claim`] gave this thread.
 pub(crate) fn set_block(b: &'static Block) {
-    BLOCK.with(|c| c.set(Some(b)));
+    CACHE.with(|c| c.block.set(Some(b)));
 }
 
 /// Takes this thread's block away (thread exit).
 pub(crate) fn take_block() -> Option<&'static Block> {
-    BLOCK.with(Cell::take)
+    CACHE.with(|c| c.block.take())
 }
 
 /// No block yet (or the thread is exiting, in which case this runs on every
 /// enter: `ensure_altstack` is idempotent).
 #[cold]
 #[inline(never)]
-fn first_enter_on_thread() -> Option<&'static Block> {
+fn first_enter_on_thread() {
     crate::overflow::ensure_altstack();
-    hot::claim()
+    hot::claim();
 }
