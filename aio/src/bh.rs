@@ -20,8 +20,9 @@ use crate::context::CtxShared;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::ptr;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicPtr, AtomicU32};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
 use std::sync::Arc;
 
 const PENDING: u32 = 1;
@@ -53,13 +54,22 @@ unsafe impl Sync for BhNode {}
 unsafe impl Send for BhNode {}
 
 /// The lock-free list head in a context.
+///
+/// Once its context is dropped the list is *closed*: nothing will poll it again, so a push
+/// drops what it pushed at once. Without that a reusable bottom half scheduled onto a dropped
+/// context would hold its context, whose list holds it: a cycle that never frees either.
 #[derive(Debug, Default)]
 pub(crate) struct BhList {
     head: AtomicPtr<BhNode>,
+    closed: AtomicBool,
 }
 
 impl BhList {
     /// Pushes a node whose `PENDING` bit the caller just set.
+    ///
+    /// The push CAS and the `closed` load are SeqCst, as are `close`'s store and swap (a
+    /// Dekker pair): either `close` takes the node or the pusher sees `closed` and takes it.
+    /// On x86 a SeqCst CAS and load cost what Release and Relaxed do.
     fn push(&self, node: *const BhNode) {
         let node = node as *mut BhNode;
         let mut head = self.head.load(Relaxed);
@@ -67,14 +77,24 @@ impl BhList {
             // SAFETY:
             // * the caller owns the node's link (it set PENDING), nobody reads it until the CAS.
             unsafe { (*node).next.set(head) };
-            match self
-                .head
-                .compare_exchange_weak(head, node, Release, Relaxed)
-            {
-                Ok(_) => return,
+            match self.head.compare_exchange_weak(head, node, SeqCst, Relaxed) {
+                Ok(_) => break,
                 Err(h) => head = h,
             }
         }
+        if self.closed.load(SeqCst) {
+            self.close();
+        }
+    }
+
+    /// Closes the list (its context is being dropped) and drops every node without running
+    /// it. Any thread, any number of times.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, SeqCst);
+        let taken = self.head.swap(ptr::null_mut(), SeqCst) as *const BhNode;
+        // SAFETY:
+        // * `taken` is a whole list swapped out of the head: nobody else can reach it.
+        unsafe { drop_list(reverse(taken)) };
     }
 
     #[inline]
@@ -87,32 +107,48 @@ impl BhList {
         if self.is_empty() {
             return ptr::null();
         }
-        let mut cur = self.head.swap(ptr::null_mut(), Acquire) as *const BhNode;
-        let mut rev: *const BhNode = ptr::null();
-        while !cur.is_null() {
-            // SAFETY:
-            // * nodes in a taken list are kept alive by the list's reference and their `next`
-            //   was published before the Release CAS that our Acquire swap synchronised with.
-            let next = unsafe { (*cur).next.get() };
-            // SAFETY: as above; the taken list is ours alone now.
-            unsafe { (*cur).next.set(rev) };
-            rev = cur;
-            cur = next;
-        }
-        rev
+        let taken = self.head.swap(ptr::null_mut(), Acquire) as *const BhNode;
+        // SAFETY: a whole list swapped out of the head is ours alone.
+        unsafe { reverse(taken) }
     }
+}
 
-    /// Drops every node without running it (the context is going away).
-    pub(crate) fn drain_without_running(&self) {
-        let mut cur = self.take_fifo();
-        while !cur.is_null() {
-            // SAFETY: as in `take_fifo`.
-            let next = unsafe { (*cur).next.get() };
-            // SAFETY:
-            // * `cur` was taken from the list, which held a reference to it; dispatch releases it.
-            unsafe { dispatch_node(cur, false) };
-            cur = next;
-        }
+/// Reverses a list taken from a `BhList` head (LIFO) into scheduling (FIFO) order.
+///
+/// # Safety
+/// `head` is a whole list swapped out of a `BhList` head by the caller (or null).
+unsafe fn reverse(head: *const BhNode) -> *const BhNode {
+    let mut cur = head;
+    let mut rev: *const BhNode = ptr::null();
+    while !cur.is_null() {
+        // SAFETY:
+        // * nodes in a taken list are kept alive by the list's reference and their `next`
+        //   was published before the Release (or SeqCst) CAS that the taking swap, Acquire
+        //   or SeqCst, synchronised with.
+        let next = unsafe { (*cur).next.get() };
+        // SAFETY: as above; the taken list is ours alone now.
+        unsafe { (*cur).next.set(rev) };
+        rev = cur;
+        cur = next;
+    }
+    rev
+}
+
+/// Drops every node of a taken list without running it (its context is going away).
+///
+/// # Safety
+/// `head` is a list taken with `take_fifo` (or swapped out and reversed) that the caller owns;
+/// none of its nodes is used again.
+pub(crate) unsafe fn drop_list(head: *const BhNode) {
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: the caller owns the taken list (contract).
+        let next = unsafe { next_of(cur) };
+        // SAFETY:
+        // * `cur` was taken from the list, which held a reference to it; dispatch releases it
+        //   and the node is not used again.
+        unsafe { dispatch_node(cur, false) };
+        cur = next;
     }
 }
 
@@ -301,6 +337,10 @@ impl BhInner {
 ///
 /// Clone it to schedule it from elsewhere. Scheduling an already scheduled bottom half does
 /// nothing; one scheduled while its callback runs runs again in the next iteration.
+///
+/// `Bh` has no `Drop`: the callback lives until [`Bh::delete`] or until the last handle is
+/// dropped (owners that go away call `delete`). Once its context is dropped, scheduling it
+/// does nothing: the callback never runs again.
 #[derive(Clone)]
 pub struct Bh {
     inner: Arc<BhInner>,

@@ -90,7 +90,7 @@ impl CtxShared {
 
 impl Drop for CtxShared {
     fn drop(&mut self) {
-        self.bh_list.drain_without_running();
+        self.bh_list.close();
     }
 }
 
@@ -567,19 +567,14 @@ impl Drop for AioContext {
     fn drop(&mut self) {
         // Stop the workers before the lists they complete into go away.
         drop(self.pool.take());
-        self.shared.bh_list.drain_without_running();
+        // Closed: a bottom half scheduled from now on is dropped by whoever schedules it.
+        self.shared.bh_list.close();
         co_schedule::abandon_scheduled(&self.shared, self.owner.0.local_co.replace((0, 0)).0);
         self.shared.timers.clear();
         // Taken but unrun slices (a callback panicked): drop without running.
         for head in self.owner.0.slices.get_mut().drain(..) {
-            let mut cur = head;
-            while !cur.is_null() {
-                // SAFETY: a taken list that nobody else references any more.
-                let next = unsafe { bh::next_of(cur) };
-                // SAFETY: as above; each node is dispatched once.
-                unsafe { bh::dispatch_node(cur, false) };
-                cur = next;
-            }
+            // SAFETY: a taken list that nobody else references any more.
+            unsafe { bh::drop_list(head) };
         }
     }
 }
