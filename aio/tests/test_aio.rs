@@ -124,12 +124,10 @@ fn bh_callback_delete_one() {
     let ctx = AioContext::new().unwrap();
     let d = self_deleting(&ctx, 1);
     d.bh.schedule();
-    assert!(ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 1);
+    poll_expect(&ctx, false, true, &d.n, 1);
     assert!(!ctx.poll(false));
     d.bh.schedule();
-    assert!(!ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 1);
+    poll_expect(&ctx, false, false, &d.n, 1);
 }
 
 /// /aio/bh/callback-delete/many
@@ -165,6 +163,13 @@ fn bh_flush() {
     assert_eq!(n.load(SeqCst), 1);
     assert!(!ctx.poll(false));
     assert_eq!(n.load(SeqCst), 1);
+}
+
+/// One poll of `ctx`: asserts whether it made progress and the callback count `n` after it.
+#[track_caller]
+fn poll_expect(ctx: &AioContext, blocking: bool, progress: bool, n: &AtomicUsize, calls: usize) {
+    assert_eq!(ctx.poll(blocking), progress, "poll({blocking}) progress");
+    assert_eq!(n.load(SeqCst), calls, "callbacks after poll({blocking})");
 }
 
 struct EventTestData {
@@ -206,13 +211,11 @@ fn event_test(ctx: &AioContext, set: bool, active: usize, auto_set: bool) -> Eve
 fn event_add_remove() {
     let ctx = AioContext::new().unwrap();
     let d = event_test(&ctx, false, 0, false);
-    assert!(!ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 0);
+    poll_expect(&ctx, false, false, &d.n, 0);
     // Set, then remove before any poll: the callback must not run.
     d.e.set();
     ctx.remove_fd_handler(d.e.fd()).unwrap();
-    assert!(!ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 0);
+    poll_expect(&ctx, false, false, &d.n, 0);
 }
 
 /// /aio/event/wait: exactly one callback.
@@ -220,18 +223,14 @@ fn event_add_remove() {
 fn event_wait() {
     let ctx = AioContext::new().unwrap();
     let d = event_test(&ctx, false, 1, false);
-    assert!(!ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 0);
+    poll_expect(&ctx, false, false, &d.n, 0);
     assert_eq!(d.active.load(SeqCst), 1);
     d.e.set();
-    assert!(ctx.poll(true));
-    assert_eq!(d.n.load(SeqCst), 1);
+    poll_expect(&ctx, true, true, &d.n, 1);
     assert_eq!(d.active.load(SeqCst), 0);
-    assert!(!ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 1);
+    poll_expect(&ctx, false, false, &d.n, 1);
     ctx.remove_fd_handler(d.e.fd()).unwrap();
-    assert!(!ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 1);
+    poll_expect(&ctx, false, false, &d.n, 1);
 }
 
 /// /aio/event/flush: an auto-setting handler runs until it is inactive.
@@ -241,8 +240,7 @@ fn event_flush() {
     let d = event_test(&ctx, false, 10, true);
     assert!(!ctx.poll(false));
     d.e.set();
-    assert!(ctx.poll(false));
-    assert_eq!(d.n.load(SeqCst), 1);
+    poll_expect(&ctx, false, true, &d.n, 1);
     assert_eq!(d.active.load(SeqCst), 9);
     wait_for_aio(&ctx);
     assert_eq!(d.n.load(SeqCst), 10);
@@ -257,24 +255,20 @@ fn event_flush() {
 fn event_wait_no_flush_cb() {
     let ctx = AioContext::new().unwrap();
     let data = event_test(&ctx, false, 0, false);
-    assert!(!ctx.poll(false));
-    assert_eq!(data.n.load(SeqCst), 0);
+    poll_expect(&ctx, false, false, &data.n, 0);
     data.e.set();
-    assert!(ctx.poll(true));
-    assert_eq!(data.n.load(SeqCst), 1);
+    poll_expect(&ctx, true, true, &data.n, 1);
 
     let dummy = event_test(&ctx, false, 1, true);
     data.e.set();
-    assert!(ctx.poll(false));
-    assert_eq!(data.n.load(SeqCst), 2);
+    poll_expect(&ctx, false, true, &data.n, 2);
     assert!(
         !ctx.poll(false),
         "non-blocking poll with nothing ready returns at once"
     );
     assert_eq!(data.n.load(SeqCst), 2);
     data.e.set();
-    assert!(ctx.poll(false));
-    assert_eq!(data.n.load(SeqCst), 3);
+    poll_expect(&ctx, false, true, &data.n, 3);
     assert!(!ctx.poll(false));
 
     dummy.e.set();
@@ -284,8 +278,7 @@ fn event_wait_no_flush_cb() {
     assert_eq!(dummy.active.load(SeqCst), 0);
     ctx.remove_fd_handler(dummy.e.fd()).unwrap();
     ctx.remove_fd_handler(data.e.fd()).unwrap();
-    assert!(!ctx.poll(false));
-    assert_eq!(data.n.load(SeqCst), 3);
+    poll_expect(&ctx, false, false, &data.n, 3);
 }
 
 /// /aio/timer/schedule: does not fire early, fires once, and a blocking poll waits for the

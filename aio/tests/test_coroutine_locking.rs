@@ -22,22 +22,19 @@ fn co_mutex() {
     let ctx = AioContext::new().unwrap();
     let m = Arc::new(CoMutex::new(0u32));
     let l: Log = Arc::default();
-    let (m1, l1) = (m.clone(), l.clone());
-    let c1 = Coroutine::new(move || {
-        let mut g = m1.lock();
-        log(&l1, "c1 locked");
-        yield_now();
-        *g += 1;
-        log(&l1, "c1 unlocks");
-    });
-    let (m2, l2) = (m.clone(), l.clone());
-    let c2 = Coroutine::new(move || {
-        let mut g = m2.lock();
-        log(&l2, "c2 locked");
-        yield_now();
-        *g += 1;
-        log(&l2, "c2 unlocks");
-    });
+    // Locks, logs, yields once holding the lock, then adds one and unlocks.
+    let locker = |locked: &'static str, unlocks: &'static str| {
+        let (m, l) = (m.clone(), l.clone());
+        Coroutine::new(move || {
+            let mut g = m.lock();
+            log(&l, locked);
+            yield_now();
+            *g += 1;
+            log(&l, unlocks);
+        })
+    };
+    let c1 = locker("c1 locked", "c1 unlocks");
+    let c2 = locker("c2 locked", "c2 unlocks");
     ctx.co_enter(c1);
     ctx.co_enter(c2);
     assert_eq!(*l.lock().unwrap(), ["c1 locked"], "c2 must wait");
