@@ -6,8 +6,8 @@
 //! ahead of a waiter. An unlocker that sees a contender which has counted itself but not
 //! queued yet leaves a `handoff` token that the contender takes instead of sleeping.
 
-use super::lock;
-use crate::co_schedule::{co_wake, current_with_home};
+use super::{lock, wake_first_or};
+use crate::co_schedule::current_with_home;
 use corral_runtime::{yield_now, Coroutine};
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
@@ -118,18 +118,8 @@ impl<T: ?Sized> CoMutex<T> {
 
     #[cold]
     fn unlock_slow(&self) {
-        let next = {
-            let mut s = lock(&self.slow);
-            let next = s.waiters.pop_front();
-            if next.is_none() {
-                // A contender counted itself but has not queued yet: it takes this token.
-                s.handoff += 1;
-            }
-            next
-        };
-        if let Some(co) = next {
-            co_wake(co);
-        }
+        // Nobody queued: a contender counted itself but has not queued yet; it takes the token.
+        wake_first_or(&self.slow, |s| &mut s.waiters, |s| s.handoff += 1);
     }
 }
 

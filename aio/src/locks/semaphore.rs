@@ -1,7 +1,7 @@
 //! A counting semaphore for coroutines.
 
-use super::lock;
-use crate::co_schedule::{co_wake, current_with_home};
+use super::{lock, wake_first_or};
+use crate::co_schedule::current_with_home;
 use corral_runtime::{yield_now, Coroutine};
 use std::collections::VecDeque;
 use std::fmt;
@@ -66,17 +66,7 @@ impl CoSemaphore {
 
     /// Gives a permit back: to the first waiter if there is one.
     pub fn release(&self) {
-        let next = {
-            let mut st = lock(&self.st);
-            let next = st.waiters.pop_front();
-            if next.is_none() {
-                st.permits += 1;
-            }
-            next
-        };
-        if let Some(co) = next {
-            co_wake(co);
-        }
+        wake_first_or(&self.st, |st| &mut st.waiters, |st| st.permits += 1);
     }
 
     /// Free permits.
