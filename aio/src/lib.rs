@@ -50,8 +50,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod bh;
-mod busy_poll;
 pub mod block;
+mod busy_poll;
 mod co_schedule;
 mod context;
 mod epoll;

@@ -129,7 +129,7 @@ impl Inner {
             pool: self,
             rest: list.into_iter(),
         };
-        while let Some(c) = rest.rest.next() {
+        for c in rest.rest.by_ref() {
             c();
         }
     }
