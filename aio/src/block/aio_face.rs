@@ -36,8 +36,6 @@ const WORKER_BUDGET: u32 = 16;
 pub(super) struct LocalStarts {
     /// Submitted and not called back yet.
     pub(super) pending: usize,
-    /// Coroutine-face requests whose coroutine has not picked up the result yet.
-    pub(super) co_requests: usize,
     /// Requests not started yet, in submission order.
     queue: VecDeque<Start>,
     /// A strong reference held while `pending > 0`, standing in for one per request.

@@ -82,6 +82,9 @@ pub(super) struct Inner {
     pub(super) local: ThreadBound<LocalStarts>,
     /// AIO-face requests submitted from other threads and not called back yet.
     pub(super) remote_pending: AtomicUsize,
+    /// Coroutine-face requests whose coroutine has not picked up the result yet. Written
+    /// only on the context's thread (checked in `run`), with plain loads and stores.
+    co_requests: AtomicUsize,
     /// Starts the coroutines queued in `local`.
     pub(super) start_bh: OnceLock<Bh>,
 }
@@ -162,6 +165,7 @@ impl BlockDevice {
                 backend,
                 local: ThreadBound::new(LocalStarts::default()),
                 remote_pending: AtomicUsize::new(0),
+                co_requests: AtomicUsize::new(0),
                 start_bh: OnceLock::new(),
             }),
         })
@@ -200,7 +204,9 @@ impl BlockDevice {
     /// see only the AIO-face requests they submitted.
     pub fn in_flight(&self) -> usize {
         let local = if self.inner.local.is_owner() {
-            self.inner.local.with(|l| l.pending + l.co_requests) + self.inner.backend.in_flight()
+            self.inner.local.with(|l| l.pending)
+                + self.inner.co_requests.load(Ordering::Relaxed)
+                + self.inner.backend.in_flight()
         } else {
             0
         };
@@ -318,12 +324,13 @@ impl BlockDevice {
         // Counted until this coroutine has its result, like QEMU's in-flight counter, so
         // `drain` also waits for coroutines woken but not yet resumed. Nothing ran since
         // `submit`, so the count covers the request from the moment anyone can see it.
-        self.inner.local.with(|l| l.co_requests += 1);
+        let count = &self.inner.co_requests;
+        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         loop {
             glue::suspend();
             // SAFETY: as above.
             if let Some(res) = unsafe { req.as_ref() }.result() {
-                self.inner.local.with(|l| l.co_requests -= 1);
+                count.store(count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
                 return result_from_raw(res);
             }
         }
