@@ -4,6 +4,17 @@ use std::io;
 use std::sync::OnceLock;
 
 /// Runs a libc call that returns `-1` on failure and keeps the raw errno.
+///
+/// `syscall!(name(args...))` expands to an `unsafe` call of `libc::name` (resolved in
+/// the calling crate, which must depend on `libc`) and gives `io::Result` of its return
+/// value: `Err(io::Error::last_os_error())` when it returned `-1`.
+///
+/// Contract: the macro hides the `unsafe`, so every call site must itself make sure the
+/// arguments satisfy the libc function's contract (valid fds, pointers to buffers that
+/// live across the call, lengths that match them). Exported for corral's own crates
+/// (corral-aio), not a public API.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! syscall {
     ($fn:ident ( $($arg:expr),* $(,)? )) => {{
         // SAFETY:
@@ -18,7 +29,6 @@ macro_rules! syscall {
         }
     }};
 }
-pub(crate) use syscall;
 
 /// The page size, read once.
 pub(crate) fn page_size() -> usize {

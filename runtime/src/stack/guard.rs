@@ -11,7 +11,8 @@ use std::io;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::sys::{page_size, syscall};
+use crate::sys::page_size;
+use crate::syscall;
 
 /// `MADV_GUARD_INSTALL` (Linux 6.13, uapi value 102); not yet in every libc.
 pub(crate) const MADV_GUARD_INSTALL: libc::c_int = 102;

@@ -19,7 +19,8 @@ use corosensei::stack::{StackPointer, MIN_STACK_SIZE};
 pub(crate) use error::explain;
 pub use guard::{install_supported, GuardKind};
 
-use crate::sys::{page_size, syscall};
+use crate::sys::page_size;
+use crate::syscall;
 
 /// Default usable stack size: 256 KiB. Address space is reserved, not memory
 /// (`MAP_NORESERVE`): only pages a coroutine touches become resident.
