@@ -282,7 +282,10 @@ impl BlockDevice {
 
     /// Runs `body` in a coroutine of the context, started from a bottom half (see the
     /// module documentation for the two start paths).
-    fn spawn(&self, body: impl FnOnce(&BlockDevice) + Send + 'static) {
+    fn spawn<F>(&self, body: F)
+    where
+        F: FnOnce(&BlockDevice) + Send + 'static,
+    {
         if !self.inner.local.is_owner() {
             self.inner.remote_pending.fetch_add(1, Ordering::AcqRel);
             let dev = self.clone();
@@ -300,19 +303,26 @@ impl BlockDevice {
             self.inner.ctx.co_schedule(co);
             return;
         }
-        let start = match self.inner.alloc {
-            AllocMode::Pooled => match Job::new(body) {
-                Ok(job) => Start::Job(job),
-                Err(body) => Start::Co(self.local_coroutine(body)),
-            },
-            AllocMode::Heap => Start::Co(self.local_coroutine(body)),
-        };
+        if self.inner.alloc == AllocMode::Pooled && Job::fits::<F>() {
+            // Built in place inside the borrow: the closure is copied once, into the queue.
+            self.queue_local(|| Start::Job(Job::new_fitting(body)));
+        } else {
+            let co = self.local_coroutine(body);
+            self.queue_local(|| Start::Co(co));
+        }
+    }
+
+    /// Counts a local request and queues what `start` makes; schedules the start bottom
+    /// half when the queue was empty (otherwise it is scheduled already, or a worker or a
+    /// running pass will take the request).
+    #[inline(always)]
+    fn queue_local(&self, start: impl FnOnce() -> Start) {
         let first = self.inner.local.with(|l| {
             if l.pending == 0 {
                 l.keepalive = Some(self.inner.clone());
             }
             l.pending += 1;
-            l.queue.push_back(start);
+            l.queue.push_back(start());
             l.queue.len() == 1
         });
         if first {

@@ -33,25 +33,28 @@ impl fmt::Debug for Job {
 }
 
 impl Job {
-    /// Stores `f` inline, or hands it back when it does not fit.
-    pub(super) fn new<F>(f: F) -> Result<Job, F>
+    /// Whether an `F` fits inline (known at compile time).
+    pub(super) const fn fits<F>() -> bool {
+        mem::size_of::<F>() <= mem::size_of::<Storage>()
+            && mem::align_of::<F>() <= mem::align_of::<Storage>()
+    }
+
+    /// Stores `f` inline; `fits::<F>()` must hold (a constant, so the check folds away).
+    #[inline(always)]
+    pub(super) fn new_fitting<F>(f: F) -> Job
     where
         F: FnOnce(&BlockDevice) + Send + 'static,
     {
-        if mem::size_of::<F>() > mem::size_of::<Storage>()
-            || mem::align_of::<F>() > mem::align_of::<Storage>()
-        {
-            return Err(f);
-        }
+        assert!(Self::fits::<F>(), "closure too big for a Job");
         let mut data = Storage::uninit();
         // SAFETY:
-        // * `data` is large and aligned enough for `F` (checked above) and uninitialised;
+        // * `data` is large and aligned enough for `F` (asserted above) and uninitialised;
         //   `call_or_drop::<F>` is the only reader and takes the value out exactly once.
         unsafe { data.as_mut_ptr().cast::<F>().write(f) };
-        Ok(Job {
+        Job {
             data,
             call: call_or_drop::<F>,
-        })
+        }
     }
 
     /// Runs the closure with `dev`.
