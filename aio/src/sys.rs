@@ -3,21 +3,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Runs a libc call and turns `-1`/errno into `io::Error` (the raw errno is kept).
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY:
-        // * every caller passes arguments that satisfy the syscall's contract (valid fds,
-        //   buffers that live across the call, lengths that match the buffers).
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
-pub(crate) use syscall;
+/// Runs a libc call and turns `-1`/errno into `io::Error` (the raw errno is kept): the
+/// runtime's helper, one copy for both crates.
+pub(crate) use corral_runtime::syscall;
 
 /// A non-blocking, close-on-exec eventfd: the kernel object behind `AioContext::notify`.
 #[derive(Debug)]
