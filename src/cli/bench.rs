@@ -1,8 +1,9 @@
 //! `corral bench`: drives block requests through the whole stack, like `qemu-img bench`.
 //!
-//! Each request is an AIO-face request (`aio_pread`/`aio_pwrite`): submitted through the
-//! context's coroutine bottom half, run in a coroutine (pooled, or fresh and unpooled with
-//! `--mode heap`), and its callback submits the next one, keeping `--depth` in flight.
+//! Each request is an AIO-face request (`aio_pread`/`aio_pwrite`): queued on the device,
+//! run in a coroutine (a pooled worker that goes on with the next queued request, or a
+//! fresh unpooled coroutine per request with `--mode heap`), and its callback submits the
+//! next one, keeping `--depth` in flight.
 //! Everything runs on the calling thread's `AioContext`.
 
 use corral::aio::block::{AllocMode, BackendKind, BackendStats, BlockDevice, OpenOptions};
