@@ -147,54 +147,79 @@ fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError>
         h.state
             .compare_exchange(idle, idle | RUNNING, Ordering::Acquire, Ordering::Relaxed)
     {
-        return Err(if state >> 1 != generation {
-            EnterError::Terminated
-        } else {
-            EnterError::Running
-        });
+        return Err(refused(state, generation));
     }
     let (prev, cache) = tls::enter_replace_current(h);
-    let inner = h.inner();
     // SAFETY:
     // * the CAS above gave us the RUNNING bit, hence the body; it was
     //   installed when this generation was created.
-    let res = unsafe { (*inner).trampoline.resume(()) };
-    tls::enter_restore_current(prev);
-    // The common case first, tested on its own (not through a jump table).
-    if let CoroutineResult::Yield(Event::Finished) = res {
-        finish(header, generation, true, cache);
-        return Ok(());
+    let res = unsafe { (*h.inner()).trampoline.resume(()) };
+    cache.restore_current(prev);
+    // The common case alone on the hot path: one compare, and nothing but
+    // the header (in a register the switch preserves) and the cache's
+    // address kept across the switch (the generation is read back from the
+    // state word, which we own while RUNNING).
+    if matches!(res, CoroutineResult::Yield(Event::Finished)) {
+        finish(header, true, cache);
+    } else {
+        after_switch_slow(header, res, cache);
     }
+    Ok(())
+}
+
+/// The refused CAS of `enter_raw`: why.
+#[cold]
+#[inline(never)]
+fn refused(state: u64, generation: u64) -> EnterError {
+    if state >> 1 != generation {
+        EnterError::Terminated
+    } else {
+        EnterError::Running
+    }
+}
+
+/// What `enter_raw` does when the coroutine did not simply finish.
+#[cold]
+#[inline(never)]
+fn after_switch_slow(header: NonNull<Header>, res: CoroutineResult<Event, ()>, cache: ThreadCache) {
+    // SAFETY:
+    // * headers are type-stable: valid for the whole process.
+    let h = unsafe { header.as_ref() };
     match res {
         CoroutineResult::Yield(Event::Yielded) => {
             // The coroutine is off its stack now: let anyone enter it.
-            h.state.store(idle, Ordering::Release);
+            let running = h.state.load(Ordering::Relaxed);
+            h.state.store(running & !RUNNING, Ordering::Release);
         }
         CoroutineResult::Yield(Event::Panicked) => {
             // SAFETY:
             // * we still own the body; the trampoline left the payload there.
-            let payload = unsafe { (*inner).payload.take() };
-            finish(header, generation, true, cache);
+            let payload = unsafe { (*h.inner()).payload.take() };
+            finish(header, true, cache);
             if let Some(p) = payload {
                 resume_unwind(p);
             }
         }
         // Only a body being destroyed returns (see `Parked::drop`).
         CoroutineResult::Return(()) | CoroutineResult::Yield(Event::Finished) => {
-            finish(header, generation, false, cache)
+            finish(header, false, cache)
         }
     }
-    Ok(())
 }
 
 /// Bumps the generation and gives the body back (pool, via this thread's
-/// `cache`) or destroys it.
+/// `cache`) or destroys it. Called by the enterer that holds the RUNNING bit.
 #[inline(always)]
-fn finish(header: NonNull<Header>, generation: u64, parked: bool, cache: ThreadCache) {
+fn finish(header: NonNull<Header>, parked: bool, cache: ThreadCache) {
     // SAFETY:
     // * headers are type-stable.
     let h = unsafe { header.as_ref() };
-    h.state.store((generation + 1) << 1, Ordering::Release);
+    // `generation << 1 | RUNNING` plus one is `(generation + 1) << 1`: the
+    // next generation, not running. Only the RUNNING holder writes the state
+    // word, so the plain load reads our own CAS's value.
+    let running = h.state.load(Ordering::Relaxed);
+    debug_assert_eq!(running & RUNNING, RUNNING, "finish without the RUNNING bit");
+    h.state.store(running + 1, Ordering::Release);
     // SAFETY:
     // * we still own the body (terminated under our RUNNING bit, and the
     //   new generation is not handed out until the pool gives it away);

@@ -23,21 +23,24 @@ use std::ptr::{self, NonNull};
 use crate::body::Header;
 use crate::hot::{self, Block};
 
-/// This thread's one-body cache (hot.rs): the slots, one per guard kind,
-/// and the block of counters (`None` until the first enter on the thread,
-/// and again once the thread's exit guard has run). No destructor, so every
-/// access is a plain load at a fixed offset from the thread pointer.
+/// All of the runtime's per-thread state in one thread-local, so a frame
+/// computes its address once: the running coroutine, and the one-body cache
+/// (hot.rs): the slots, one per guard kind, and the block of counters
+/// (`None` until the first enter on the thread, and again once the thread's
+/// exit guard has run). No destructor, so every access is a plain load at a
+/// fixed offset from the thread pointer.
 #[derive(Debug)]
 pub(crate) struct Cache {
+    /// The coroutine running on this thread (innermost when nested), or null.
+    current: Cell<*const Header>,
     block: Cell<Option<&'static Block>>,
     slots: [Cell<*mut Header>; 2],
 }
 
 thread_local! {
-    /// The coroutine running on this thread (innermost when nested), or null.
-    static CURRENT: Cell<*const Header> = const { Cell::new(ptr::null()) };
     static CACHE: Cache = const {
         Cache {
+            current: Cell::new(ptr::null()),
             block: Cell::new(None),
             slots: [Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())],
         }
@@ -78,6 +81,13 @@ impl ThreadCache {
     pub(crate) fn set_slot(self, k: usize, h: *mut Header) {
         self.get().slots[k].set(h);
     }
+
+    /// Restores the running coroutine when an enter returns (see
+    /// [`enter_replace_current`]).
+    #[inline(always)]
+    pub(crate) fn restore_current(self, h: *const Header) {
+        self.get().current.set(h);
+    }
 }
 
 /// This thread's cache. Inlined only into `#[inline(never)]` functions that
@@ -91,7 +101,7 @@ pub(crate) fn cache() -> ThreadCache {
 /// The running coroutine's header, or null outside coroutines.
 #[inline(never)]
 pub(crate) fn current() -> *const Header {
-    CURRENT.with(Cell::get)
+    CACHE.with(|c| c.current.get())
 }
 
 /// Makes `new` the running coroutine; returns the previous one and this
@@ -109,14 +119,7 @@ pub(crate) fn enter_replace_current(new: *const Header) -> (*const Header, Threa
     if c.block().is_none() {
         first_enter_on_thread();
     }
-    (CURRENT.with(|c| c.replace(new)), c)
-}
-
-/// Restores the running coroutine when an enter returns (same rule as
-/// [`enter_replace_current`]).
-#[inline(always)]
-pub(crate) fn enter_restore_current(h: *const Header) {
-    CURRENT.with(|c| c.set(h));
+    (c.get().current.replace(new), c)
 }
 
 /// Records the block [`hot::claim`] gave this thread.
