@@ -96,8 +96,9 @@ pub(crate) struct Inner {
     /// The payload of the entry that panicked, until its enterer takes it.
     pub(crate) payload: Option<Payload>,
     pub(crate) bounds: Bounds,
-    /// The stack size the body was made for, as asked (the pool's match key).
-    requested_size: usize,
+    /// The stack size the body was made for, as asked, and its guard kind,
+    /// as one word (see [`shape`]): the pool's and the cache's match key.
+    shape: usize,
     pub(crate) home: Home,
     /// Set (by the body's owner) before the last resume: leave the loop.
     exit: bool,
@@ -147,6 +148,31 @@ impl Header {
     #[inline]
     pub(crate) fn generation(&self) -> u64 {
         self.state.load(Ordering::Acquire) >> 1
+    }
+}
+
+/// A body's stack size (as asked) and guard kind in one word: the size
+/// shifted left by three, the guard kind's index (install 0, mprotect 1)
+/// in bit 0, bits 1-2 zero. It is also the word of a pooling builder of
+/// that shape (`Builder::word`). Requested sizes stay below 2^61 (see
+/// `Builder::stack_size`), so the shift loses nothing and equal words mean
+/// equal shapes.
+#[inline(always)]
+pub(crate) fn shape(size: usize, kind: GuardKind) -> usize {
+    debug_assert!(size <= MAX_REQUESTED_SIZE, "stack size not clamped");
+    size << 3 | kind_index(kind)
+}
+
+/// The largest stack size a builder passes on (larger requests are
+/// clamped to it; the kernel refuses such a stack anyway).
+pub(crate) const MAX_REQUESTED_SIZE: usize = usize::MAX >> 3;
+
+/// A guard kind's index: its cache slot, its pooled home, its shape bit.
+#[inline(always)]
+pub(crate) fn kind_index(kind: GuardKind) -> usize {
+    match kind {
+        GuardKind::Install => 0,
+        GuardKind::Mprotect => 1,
     }
 }
 
@@ -212,7 +238,7 @@ impl Parked {
             entry: EntryStorage::new(),
             home,
             bounds,
-            requested_size: size,
+            shape: shape(size, kind),
         };
         // SAFETY:
         // * the header came from the free list: nobody else owns it and no
@@ -254,18 +280,15 @@ impl Parked {
     /// Whether the body was made for this stack size (as asked) and guard kind.
     #[inline]
     pub(crate) fn has_shape(&self, size: usize, kind: GuardKind) -> bool {
-        // SAFETY:
-        // * we own the body; these fields are plain data set at creation.
-        let inner = unsafe { &*self.inner() };
-        inner.requested_size == size && inner.bounds.kind == kind
+        self.has_shape_word(shape(size, kind))
     }
 
-    /// Whether the body was made for this stack size (as asked).
+    /// Whether the body's [`shape`] is `word`.
     #[inline(always)]
-    pub(crate) fn has_size(&self, size: usize) -> bool {
+    pub(crate) fn has_shape_word(&self, word: usize) -> bool {
         // SAFETY:
         // * we own the body; this field is plain data set at creation.
-        unsafe { (*self.inner()).requested_size == size }
+        unsafe { (*self.inner()).shape == word }
     }
 
     /// Clears the event loop's words and the user word for a new coroutine.

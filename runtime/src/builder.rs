@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::body::Parked;
+use crate::body::{Parked, MAX_REQUESTED_SIZE};
 use crate::coroutine::Coroutine;
 use crate::hot;
 use crate::pool::{mutex_pool_get, pool_for, set_caps_once, Home};
@@ -14,13 +14,18 @@ use crate::stack::{GuardKind, DEFAULT_STACK_SIZE};
 /// Pooled coroutines of one guard kind share one pool; a pooled body whose
 /// stack size differs from the one asked for is dropped and a new one made,
 /// so a program should use one pooled stack size per guard kind.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Builder {
-    stack_size: usize,
-    /// Guard kind and source in one byte, so a `Builder` is a pair of
-    /// scalars and travels in two registers (see [`Opts`]).
-    opts: Opts,
+    /// The stack size shifted left by [`OPTS_BITS`], and the [`Opts`] in the
+    /// low bits: one word, which travels in one register and is the very
+    /// [`shape`] a cached body of this builder has (a builder that does not
+    /// pool has source bits no body's shape has), so the cache lookup
+    /// compares one word.
+    word: usize,
 }
+
+/// Bits of [`Builder::word`] below the stack size.
+const OPTS_BITS: u32 = 3;
 
 /// Guard kind (bit 0: mprotect) and [`Source`] (bits 1-2) of a builder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +34,7 @@ struct Opts(u8);
 const MPROTECT_BIT: u8 = 1;
 
 impl Opts {
+    #[inline(always)]
     fn new(guard: GuardKind, source: Source) -> Opts {
         let g = match guard {
             GuardKind::Install => 0,
@@ -67,6 +73,16 @@ enum Source {
     Unpooled = 2,
 }
 
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("stack_size", &self.size())
+            .field("guard", &self.opts().guard())
+            .field("source", &self.opts().source())
+            .finish()
+    }
+}
+
 impl Default for Builder {
     fn default() -> Self {
         Builder::new()
@@ -77,45 +93,61 @@ impl Builder {
     /// The defaults.
     #[inline]
     pub fn new() -> Builder {
+        Builder::from_parts(
+            DEFAULT_STACK_SIZE,
+            Opts::new(GuardKind::probed(), Source::Pooled),
+        )
+    }
+
+    #[inline(always)]
+    fn from_parts(stack_size: usize, opts: Opts) -> Builder {
+        debug_assert!(stack_size <= MAX_REQUESTED_SIZE);
         Builder {
-            stack_size: DEFAULT_STACK_SIZE,
-            opts: Opts::new(GuardKind::probed(), Source::Pooled),
+            word: stack_size << OPTS_BITS | opts.0 as usize,
         }
     }
 
-    /// Usable stack bytes (rounded up to whole pages, at least 4 KiB).
-    pub fn stack_size(mut self, bytes: usize) -> Builder {
-        self.stack_size = bytes;
-        self
+    #[inline(always)]
+    fn size(self) -> usize {
+        self.word >> OPTS_BITS
+    }
+
+    #[inline(always)]
+    fn opts(self) -> Opts {
+        Opts((self.word & ((1 << OPTS_BITS) - 1)) as u8)
+    }
+
+    /// Usable stack bytes (rounded up to whole pages, at least 4 KiB; sizes
+    /// above `isize::MAX` are clamped to it, which no kernel grants).
+    pub fn stack_size(self, bytes: usize) -> Builder {
+        Builder::from_parts(bytes.min(MAX_REQUESTED_SIZE), self.opts())
     }
 
     /// Forces a guard kind. `Install` on a kernel without
     /// `MADV_GUARD_INSTALL` makes every spawn fail with EINVAL.
-    pub fn guard(mut self, kind: GuardKind) -> Builder {
-        self.opts = Opts::new(kind, self.opts.source());
-        self
+    pub fn guard(self, kind: GuardKind) -> Builder {
+        Builder::from_parts(self.size(), Opts::new(kind, self.opts().source()))
     }
 
     /// Whether the coroutine's body comes from (and returns to) the pool.
     /// Unpooled coroutines map a fresh stack and unmap it when they end.
-    pub fn pooled(mut self, pooled: bool) -> Builder {
-        if self.opts.source() != Source::Mutex {
-            let source = if pooled {
-                Source::Pooled
-            } else {
-                Source::Unpooled
-            };
-            self.opts = Opts::new(self.opts.guard(), source);
+    pub fn pooled(self, pooled: bool) -> Builder {
+        if self.opts().source() == Source::Mutex {
+            return self;
         }
-        self
+        let source = if pooled {
+            Source::Pooled
+        } else {
+            Source::Unpooled
+        };
+        Builder::from_parts(self.size(), Opts::new(self.opts().guard(), source))
     }
 
     /// Takes bodies from (and returns them to) one process-wide
     /// `Mutex<Vec>` instead of corral-pool: QEMU's pool before 2014, kept as
     /// the baseline that `corral lifecycle --cross-thread` compares against.
-    pub fn mutex_pool(mut self) -> Builder {
-        self.opts = Opts::new(self.opts.guard(), Source::Mutex);
-        self
+    pub fn mutex_pool(self) -> Builder {
+        Builder::from_parts(self.size(), Opts::new(self.opts().guard(), Source::Mutex))
     }
 
     /// Creates the coroutine (not started: [`Coroutine::enter`] runs it).
@@ -134,7 +166,10 @@ impl Builder {
     /// Creates the coroutine, or says why the kernel refused its stack.
     #[inline]
     pub fn try_spawn(self, entry: impl FnOnce() + Send + 'static) -> io::Result<Coroutine> {
-        let body = take_body(self.stack_size, self.opts)?;
+        let body = match take_cached(self.word) {
+            Some(body) => body,
+            None => take_body_slow(self.size(), self.opts())?,
+        };
         // SAFETY:
         // * we own the body: its entry slot is empty (the last entry, if any,
         //   was moved out when it ran).
@@ -143,24 +178,25 @@ impl Builder {
     }
 }
 
-/// A body for a new coroutine, words cleared: this thread's cached one, else
-/// one from the pool (or a new one).
+/// This thread's cached body for a new coroutine of a builder's `word`,
+/// words cleared; `None` when it has none (or the builder does not pool).
 // Not generic and never inlined: one copy of the lookup, and the
 // thread-local read in `hot::take` stays in a frame that spans no switch.
-// The cache hit calls nothing, so it saves no registers; everything else
-// is a tail call.
+// A leaf that returns a nullable pointer: no registers saved, and the
+// caller tests one register before calling `take_body_slow` itself.
 #[inline(never)]
-fn take_body(size: usize, opts: Opts) -> io::Result<Parked> {
-    if opts.source() == Source::Pooled {
-        if let Some(body) = hot::take(opts.guard(), size) {
-            body.clear_words();
-            return Ok(body);
-        }
-    }
-    take_body_slow(size, opts)
+fn take_cached(word: usize) -> Option<Parked> {
+    // The builder's word is the shape of the bodies it may take (see
+    // `Builder::word`): one value live across the thread-local access
+    // (which the compiler treats as a call), one compare, and no test of
+    // the source (an unpooled or mutex builder's word matches no body).
+    let body = hot::take(word)?;
+    body.clear_words();
+    Some(body)
 }
 
-/// [`take_body`] without a cached body of this shape.
+/// A body for a new coroutine, words cleared, when [`take_cached`] had none:
+/// from the pool (or a new one).
 #[cold]
 #[inline(never)]
 fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
@@ -217,11 +253,31 @@ mod tests {
             .mutex_pool()
             .pooled(false)
             .guard(GuardKind::Mprotect);
-        assert_eq!(b.opts.source(), Source::Mutex);
-        assert_eq!(b.opts.guard(), GuardKind::Mprotect);
+        assert_eq!(b.opts().source(), Source::Mutex);
+        assert_eq!(b.opts().guard(), GuardKind::Mprotect);
         let b = Builder::new().pooled(false).guard(GuardKind::Install);
-        assert_eq!(b.opts.source(), Source::Unpooled);
-        assert_eq!(b.opts.guard(), GuardKind::Install);
+        assert_eq!(b.opts().source(), Source::Unpooled);
+        assert_eq!(b.opts().guard(), GuardKind::Install);
+    }
+
+    /// A pooling builder's word is the shape of the bodies it may take from
+    /// the cache; a builder that does not pool matches no body's shape.
+    #[test]
+    fn builder_word_is_the_shape_of_its_bodies() {
+        for guard in [GuardKind::Install, GuardKind::Mprotect] {
+            for size in [4096, 256 * 1024, MAX_REQUESTED_SIZE] {
+                let b = Builder::new().guard(guard).stack_size(size);
+                assert_eq!(b.word, crate::body::shape(size, guard));
+                assert_eq!((b.size(), b.opts().guard()), (size, guard));
+                for other in [b.pooled(false), b.mutex_pool()] {
+                    assert_ne!(other.word & !1, crate::body::shape(size, guard) & !1);
+                }
+            }
+        }
+        assert_eq!(
+            Builder::new().stack_size(usize::MAX).size(),
+            MAX_REQUESTED_SIZE
+        );
     }
 
     /// The thread's cached body is only handed out for the stack size it

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use corral_pool::PoolStats;
 
-use crate::body::Parked;
+use crate::body::{kind_index as index, Parked};
 use crate::pool::pool_for;
 use crate::stack::GuardKind;
 use crate::tls::{self, ThreadCache};
@@ -113,14 +113,6 @@ pub(crate) fn claim() -> Option<&'static Block> {
     Some(b)
 }
 
-#[inline(always)]
-fn index(kind: GuardKind) -> usize {
-    match kind {
-        GuardKind::Install => 0,
-        GuardKind::Mprotect => 1,
-    }
-}
-
 fn kind_of(k: usize) -> GuardKind {
     if k == 0 {
         GuardKind::Install
@@ -129,22 +121,25 @@ fn kind_of(k: usize) -> GuardKind {
     }
 }
 
-/// Takes this thread's cached body of `kind` if it has the asked stack size.
-/// A slot only ever holds bodies of its own guard kind (see [`stash`]); a
-/// body of another size stays (see [`evict_other_size`]).
+/// Takes this thread's cached body if it has the asked [`shape`] (stack
+/// size and guard kind; bit 0 picks the slot). A slot only ever holds
+/// bodies of its own guard kind (see [`stash`]); a body of another size
+/// stays (see [`evict_other_size`]).
 ///
 /// Inlined only into `#[inline(never)]` functions that never span a switch
 /// (see tls.rs): it reads the thread's block directly.
+///
+/// [`shape`]: crate::body::shape
 #[inline(always)]
-pub(crate) fn take(kind: GuardKind, size: usize) -> Option<Parked> {
-    let k = index(kind);
+pub(crate) fn take(shape: usize) -> Option<Parked> {
+    let k = shape & 1;
     let c = tls::cache();
     let h = ptr::NonNull::new(c.slot(k))?;
     // SAFETY:
     // * the slot owns this parked body (see `stash`); ManuallyDrop: we only
     //   look, the slot keeps owning it.
     let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
-    if !peek.has_size(size) {
+    if !peek.has_shape_word(shape) {
         return None;
     }
     c.set_slot(k, ptr::null_mut());
@@ -169,7 +164,7 @@ pub(crate) fn evict_other_size(kind: GuardKind, size: usize) {
         // SAFETY:
         // * as in `take`: we only look.
         let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
-        if !peek.has_size(size) {
+        if !peek.has_shape(size, kind) {
             b.evict(k);
         }
     }
