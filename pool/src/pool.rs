@@ -88,7 +88,7 @@ impl<T: Send + 'static> Pool<T> {
     /// Takes a pooled object, or makes one with `create`.
     ///
     /// Common case: a pop from this thread's list, no atomic RMW, no lock.
-    #[inline]
+    #[inline(always)]
     pub fn get_or_create(&'static self, create: impl FnOnce() -> T) -> T {
         match self.try_get() {
             Some(value) => value,
@@ -124,7 +124,7 @@ impl<T: Send + 'static> Pool<T> {
 
     /// Takes an object only if the pool has one: from this thread's list,
     /// else one batch from the global list (one atomic operation).
-    #[inline]
+    #[inline(always)]
     pub fn try_get(&'static self) -> Option<T> {
         match self.local.try_with(|slot| slot.pop(self)) {
             Ok(Some(value)) => Some(value),
@@ -167,7 +167,7 @@ impl<T: Send + 'static> Pool<T> {
     /// Over the local cap the oldest batch goes to the global list in one
     /// atomic operation (the release hook runs on each of its objects); what
     /// does not fit under the global cap is dropped.
-    #[inline]
+    #[inline(always)]
     pub fn put(&'static self, value: T) {
         let mut value = Some(value);
         let over_cap = self
