@@ -326,10 +326,12 @@ impl BlockDevice {
             l.queue.len() == 1
         });
         if first {
-            self.inner
-                .start_bh
-                .get_or_init(|| start_bh(&self.inner))
-                .schedule();
+            let bh = self.inner.start_bh.get_or_init(|| start_bh(&self.inner));
+            // Usually still scheduled from the previous request (a worker took that one):
+            // a plain load instead of a call.
+            if !bh.is_scheduled() {
+                bh.schedule();
+            }
         }
     }
 
