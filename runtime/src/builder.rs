@@ -203,7 +203,7 @@ fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
     let guard = opts.guard();
     let body = match opts.source() {
         Source::Pooled => {
-            hot::evict_other_size(guard, size);
+            hot::evict_other_shape(size, guard);
             take_from_pool(size, guard)?
         }
         Source::Mutex => mutex_pool_get(size, guard)?,
@@ -284,8 +284,20 @@ mod tests {
     /// was made for.
     #[test]
     fn each_coroutine_gets_the_stack_size_it_asked_for() {
-        let kind = GuardKind::Mprotect;
-        for size in [64 * 1024, 128 * 1024, 128 * 1024, 64 * 1024, 200 * 1024] {
+        // The thread's one cached body serves both guard kinds: a create
+        // must never get a body of the other kind or size.
+        let (m, p) = (GuardKind::Mprotect, GuardKind::probed());
+        let shapes = [
+            (m, 64 * 1024),
+            (m, 128 * 1024),
+            (m, 128 * 1024),
+            (p, 128 * 1024),
+            (m, 128 * 1024),
+            (m, 64 * 1024),
+            (p, 64 * 1024),
+            (m, 200 * 1024),
+        ];
+        for (kind, size) in shapes {
             let co = Builder::new().guard(kind).stack_size(size).spawn(move || {
                 let h = crate::tls::current();
                 // SAFETY:
@@ -293,6 +305,7 @@ mod tests {
                 //   is plain data.
                 let b = unsafe { (*(*h).inner()).bounds };
                 assert_eq!(b.top - b.bottom, usable_size(size) + page_size());
+                assert_eq!(b.kind, kind);
             });
             co.enter();
             assert!(co.is_terminated());

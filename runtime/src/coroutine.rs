@@ -27,7 +27,9 @@ use crate::tls::ThreadCache;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Coroutine {
     header: NonNull<Header>,
-    generation: u64,
+    /// The state word of this coroutine while it is not running:
+    /// `generation << 1` (kept shifted, so `enter` compares it as is).
+    idle: u64,
 }
 
 // SAFETY:
@@ -94,7 +96,8 @@ impl Coroutine {
         let h = unsafe { header.as_ref() };
         Coroutine {
             header,
-            generation: h.state.load(Ordering::Relaxed) >> 1,
+            // Not running: the state word is `generation << 1`.
+            idle: h.state.load(Ordering::Relaxed),
         }
     }
 
@@ -130,7 +133,7 @@ impl Coroutine {
     /// coroutine still resurfaces here.
     #[inline]
     pub fn try_enter(&self) -> Result<(), EnterError> {
-        enter_raw(self.header, self.generation)
+        enter_raw(self.header, self.idle)
     }
 }
 
@@ -138,16 +141,15 @@ impl Coroutine {
 // Never inlined: the thread-local accesses below must not be merged with
 // the caller's, whose frame may change thread across a yield (see tls.rs).
 #[inline(never)]
-fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError> {
+fn enter_raw(header: NonNull<Header>, idle: u64) -> Result<(), EnterError> {
     // SAFETY:
     // * headers are type-stable: valid for the whole process.
     let h = unsafe { header.as_ref() };
-    let idle = generation << 1;
     if let Err(state) =
         h.state
             .compare_exchange(idle, idle | RUNNING, Ordering::Acquire, Ordering::Relaxed)
     {
-        return Err(refused(state, generation));
+        return Err(refused(state, idle));
     }
     let (prev, cache) = tls::enter_replace_current(h);
     // SAFETY:
@@ -170,8 +172,8 @@ fn enter_raw(header: NonNull<Header>, generation: u64) -> Result<(), EnterError>
 /// The refused CAS of `enter_raw`: why.
 #[cold]
 #[inline(never)]
-fn refused(state: u64, generation: u64) -> EnterError {
-    if state >> 1 != generation {
+fn refused(state: u64, idle: u64) -> EnterError {
+    if state & !RUNNING != idle {
         EnterError::Terminated
     } else {
         EnterError::Running
@@ -239,14 +241,14 @@ impl Coroutine {
     /// Whether the coroutine's entry has returned (or panicked).
     #[inline]
     pub fn is_terminated(&self) -> bool {
-        self.header().generation() != self.generation
+        self.header().state.load(Ordering::Acquire) & !RUNNING != self.idle
     }
 
     /// QEMU's `qemu_coroutine_entered`: true while the coroutine runs,
     /// including while it is suspended inside a nested `enter` of another.
     #[inline]
     pub fn entered(&self) -> bool {
-        self.header().state.load(Ordering::Acquire) == (self.generation << 1 | RUNNING)
+        self.header().state.load(Ordering::Acquire) == self.idle | RUNNING
     }
 
     /// The event loop's words of this coroutine (see [`EventLoopWords`]).
@@ -274,7 +276,7 @@ impl Coroutine {
             addr >> ADDR_BITS == 0,
             "coroutine header above the 48-bit address space"
         );
-        let g = self.generation as usize;
+        let g = (self.idle >> 1) as usize;
         let word = addr | (g & LOW_MASK) | (((g >> LOW_BITS) & HIGH_MASK) << ADDR_BITS);
         NonNull::new(word as *mut std::ffi::c_void).expect("header address is not null")
     }
@@ -297,7 +299,10 @@ impl Coroutine {
         // * as above.
         let current = unsafe { header.as_ref() }.generation();
         let generation = current - (current.wrapping_sub(packed) & ((1 << GEN_BITS) - 1));
-        Coroutine { header, generation }
+        Coroutine {
+            header,
+            idle: generation << 1,
+        }
     }
 }
 
@@ -349,7 +354,7 @@ impl fmt::Debug for Coroutine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Coroutine")
             .field("header", &self.header)
-            .field("generation", &self.generation)
+            .field("generation", &(self.idle >> 1))
             .field("terminated", &self.is_terminated())
             .finish()
     }
@@ -404,10 +409,10 @@ pub fn current() -> Option<Coroutine> {
     // SAFETY:
     // * headers are type-stable; the running one's generation is stable
     //   while it runs (only its enterer bumps it after it terminates).
-    let generation = unsafe { h.as_ref() }.state.load(Ordering::Relaxed) >> 1;
+    let running = unsafe { h.as_ref() }.state.load(Ordering::Relaxed);
     Some(Coroutine {
         header: h,
-        generation,
+        idle: running & !RUNNING,
     })
 }
 

@@ -1,4 +1,4 @@
-//! A one-body cache per thread and guard kind in front of corral-pool.
+//! A one-body cache per thread in front of corral-pool's pools.
 //!
 //! The pooled lifecycle is create (take a body) + enter + terminate (give it
 //! back). Most programs create the next coroutine on the thread that just
@@ -7,7 +7,9 @@
 //! the pool's fast path shortened to one thread-local slot: a miss falls
 //! through to the pool, a full slot hands the body to the pool.
 //!
-//! The slots themselves are thread-locals (tls.rs); the counters live in a
+//! The slot holds a body of either guard kind (a thread normally uses one
+//! shape; a miss on another shape sends the cached body to its pool). The
+//! slot itself is a thread-local (tls.rs); the counters, per guard kind, live in a
 //! leaked per-thread block that other threads can read. Their effect is
 //! folded into [`pool_stats`](crate::pool_stats): a hit counts as `reused`,
 //! a body sitting in a slot (stashed minus hits minus evicted) as `pooled`.
@@ -45,17 +47,18 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Block {
-    /// Hands the body (if any) in this thread's slot `k` to its pool; `self`
+    /// Hands the body (if any) in this thread's slot to its pool; `self`
     /// is this thread's block.
-    fn evict(&self, k: usize) {
+    fn evict(&self) {
         let c = tls::cache();
-        if let Some(h) = ptr::NonNull::new(c.slot(k)) {
-            c.set_slot(k, ptr::null_mut());
-            bump(&self.evicted[k]);
+        if let Some(h) = ptr::NonNull::new(c.slot()) {
+            c.set_slot(ptr::null_mut());
             // SAFETY:
             // * the slot owned this parked body (see `stash`).
             let body = unsafe { Parked::from_raw(h) };
-            pool_for(kind_of(k)).put(body);
+            let kind = body.kind();
+            bump(&self.evicted[index(kind)]);
+            pool_for(kind).put(body);
         }
     }
 }
@@ -84,8 +87,7 @@ impl Drop for ExitGuard {
     /// thread-locals' destructors) find no block and go straight to the pool.
     fn drop(&mut self) {
         if let Some(b) = tls::take_block() {
-            b.evict(0);
-            b.evict(1);
+            b.evict();
             registry().free.push(b);
         }
     }
@@ -113,18 +115,9 @@ pub(crate) fn claim() -> Option<&'static Block> {
     Some(b)
 }
 
-fn kind_of(k: usize) -> GuardKind {
-    if k == 0 {
-        GuardKind::Install
-    } else {
-        GuardKind::Mprotect
-    }
-}
-
 /// Takes this thread's cached body if it has the asked [`shape`] (stack
-/// size and guard kind; bit 0 picks the slot). A slot only ever holds
-/// bodies of its own guard kind (see [`stash`]); a body of another size
-/// stays (see [`evict_other_size`]).
+/// size and guard kind). The slot holds a body of either guard kind; one of
+/// another shape stays (see [`evict_other_shape`]).
 ///
 /// Inlined only into `#[inline(never)]` functions that never span a switch
 /// (see tls.rs): it reads the thread's block directly.
@@ -132,9 +125,8 @@ fn kind_of(k: usize) -> GuardKind {
 /// [`shape`]: crate::body::shape
 #[inline(always)]
 pub(crate) fn take(shape: usize) -> Option<Parked> {
-    let k = shape & 1;
     let c = tls::cache();
-    let h = ptr::NonNull::new(c.slot(k))?;
+    let h = ptr::NonNull::new(c.slot())?;
     // SAFETY:
     // * the slot owns this parked body (see `stash`); ManuallyDrop: we only
     //   look, the slot keeps owning it.
@@ -142,47 +134,50 @@ pub(crate) fn take(shape: usize) -> Option<Parked> {
     if !peek.has_shape_word(shape) {
         return None;
     }
-    c.set_slot(k, ptr::null_mut());
+    c.set_slot(ptr::null_mut());
     // A body is only stashed while the thread has a block (see `stash`).
+    // The counter's index comes from the body, not from `shape`: nothing
+    // but `shape` has to survive the thread-local access (a call, to the
+    // compiler) in a saved register.
     if let Some(b) = c.block() {
-        bump(&b.hits[k]);
+        bump(&b.hits[index(peek.kind())]);
     }
     // SAFETY:
     // * the slot owned this parked body and no longer does.
     Some(unsafe { Parked::from_raw(h) })
 }
 
-/// After a miss of [`take`]: a cached body of another stack size goes to
-/// its pool, so the slot can keep bodies of the size now in use.
-pub(crate) fn evict_other_size(kind: GuardKind, size: usize) {
+/// After a miss of [`take`]: a cached body of another shape goes to its
+/// pool, so the slot can keep bodies of the shape now in use.
+pub(crate) fn evict_other_shape(size: usize, kind: GuardKind) {
     let c = tls::cache();
     let Some(b) = c.block() else {
         return;
     };
-    let k = index(kind);
-    if let Some(h) = ptr::NonNull::new(c.slot(k)) {
+    if let Some(h) = ptr::NonNull::new(c.slot()) {
         // SAFETY:
         // * as in `take`: we only look.
         let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
         if !peek.has_shape(size, kind) {
-            b.evict(k);
+            b.evict();
         }
     }
 }
 
-/// Keeps `body` (a parked pooled body) in slot `k` (the index of its guard
-/// kind) of `cache` (the calling thread's) if it is free; otherwise hands it
-/// back. Nothing is kept while the thread has no block (it is exiting).
+/// Keeps `body` (a parked pooled body; `k` is the index of its guard kind)
+/// in the slot of `cache` (the calling thread's) if it is free; otherwise
+/// hands it back. Nothing is kept while the thread has no block (it is
+/// exiting).
 #[inline(always)]
 pub(crate) fn stash(cache: ThreadCache, body: Parked, k: usize) -> Option<Parked> {
     let Some(b) = cache.block() else {
         return Some(body);
     };
-    debug_assert_eq!(k, index(body.kind()), "slot of another guard kind");
-    if !cache.slot(k).is_null() {
+    debug_assert_eq!(k, index(body.kind()), "index of another guard kind");
+    if !cache.slot().is_null() {
         return Some(body);
     }
-    cache.set_slot(k, body.into_raw().as_ptr());
+    cache.set_slot(body.into_raw().as_ptr());
     bump(&b.stashed[k]);
     None
 }

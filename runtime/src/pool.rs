@@ -51,7 +51,7 @@ fn release_hook(body: &mut Parked) {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Home {
     /// The corral-pool pool of installed-guard stacks. The two pooled
-    /// homes are 0 and 1, the index of the thread's cache slot for their
+    /// homes are 0 and 1, the index of the thread's cache counters for their
     /// kind, so the terminate path reads one byte for both decisions.
     PooledInstall = 0,
     /// The corral-pool pool of mprotect-guard stacks.

@@ -25,7 +25,7 @@ use crate::hot::{self, Block};
 
 /// All of the runtime's per-thread state in one thread-local, so a frame
 /// computes its address once: the running coroutine, and the one-body cache
-/// (hot.rs): the slots, one per guard kind, and the block of counters
+/// (hot.rs): the slot (a body of either guard kind), and the block of counters
 /// (`None` until the first enter on the thread, and again once the thread's
 /// exit guard has run). No destructor, so every access is a plain load at a
 /// fixed offset from the thread pointer.
@@ -34,7 +34,7 @@ pub(crate) struct Cache {
     /// The coroutine running on this thread (innermost when nested), or null.
     current: Cell<*const Header>,
     block: Cell<Option<&'static Block>>,
-    slots: [Cell<*mut Header>; 2],
+    slot: Cell<*mut Header>,
 }
 
 thread_local! {
@@ -42,7 +42,7 @@ thread_local! {
         Cache {
             current: Cell::new(ptr::null()),
             block: Cell::new(None),
-            slots: [Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())],
+            slot: Cell::new(ptr::null_mut()),
         }
     };
 }
@@ -70,16 +70,16 @@ impl ThreadCache {
         self.get().block.get()
     }
 
-    /// The body cached in slot `k` (a guard kind's index), or null.
+    /// The body cached in the slot, or null.
     #[inline(always)]
-    pub(crate) fn slot(self, k: usize) -> *mut Header {
-        self.get().slots[k].get()
+    pub(crate) fn slot(self) -> *mut Header {
+        self.get().slot.get()
     }
 
-    /// Sets slot `k`.
+    /// Sets the slot.
     #[inline(always)]
-    pub(crate) fn set_slot(self, k: usize, h: *mut Header) {
-        self.get().slots[k].set(h);
+    pub(crate) fn set_slot(self, h: *mut Header) {
+        self.get().slot.set(h);
     }
 
     /// Restores the running coroutine when an enter returns (see
