@@ -96,17 +96,24 @@ impl Home {
                     put_pooled(body);
                 }
             }
-            Home::Mutex => {
-                let mut pool = MUTEX_POOL.lock().unwrap_or_else(|e| e.into_inner());
-                if pool.len() < PoolConfig::DEFAULT.global_cap {
-                    pool.push(body);
-                    return;
-                }
-                drop(pool);
-                drop(body);
-            }
-            Home::Unpooled => drop(body),
+            Home::Mutex | Home::Unpooled => self.give_back_unpooled(body),
         }
+    }
+
+    /// [`give_back`](Home::give_back) for the homes off the fast path: out
+    /// of line, so the pooled case saves no more than it needs.
+    #[cold]
+    #[inline(never)]
+    fn give_back_unpooled(self, body: Parked) {
+        if let Home::Mutex = self {
+            let mut pool = MUTEX_POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < PoolConfig::DEFAULT.global_cap {
+                pool.push(body);
+                return;
+            }
+            drop(pool);
+        }
+        drop(body);
     }
 }
 
