@@ -58,9 +58,11 @@ const PARK_MARGIN: usize = 2048;
 /// The type-stable part of a coroutine. Aligned so that handles can carry
 /// low generation bits in the pointer (see `Coroutine::into_raw`).
 ///
-/// The first cache line holds everything both the creating and the entering
-/// thread touch: the state word, the entry's function pointer, the event
-/// loop's words.
+/// The first cache line holds everything the creating and the entering
+/// thread touch besides the trampoline's stack pointer: the state word, the
+/// entry's function pointer, the event loop's words, and the owner's
+/// fields a pooled create, enter and terminate read (shape, home, exit);
+/// the last two lines of the header stay cold.
 #[repr(C, align(256))]
 pub(crate) struct Header {
     /// `generation << 1 | RUNNING`; the single CAS of `enter` works on it.
@@ -69,11 +71,15 @@ pub(crate) struct Header {
     entry_fn: UnsafeCell<EntryFn>,
     pub(crate) words: EventLoopWords,
     pub(crate) user_word: AtomicUsize,
-    /// Lowest address the parked trampoline may need (the canary sits
-    /// there); 0 before the first run. Kept here, in the line the enterer
-    /// just touched, so that the release hook's loads of the (cold) canaries
-    /// of a whole batch do not wait on each other.
-    keep_from: AtomicUsize,
+    /// The stack size the body was made for, as asked, and its guard kind,
+    /// as one word (see [`shape`]): the pool's and the cache's match key.
+    /// Written when a body is installed; owner only (see [`Inner`]).
+    shape: UnsafeCell<usize>,
+    /// Where the body goes when its coroutine ends. As `shape`.
+    pub(crate) home: UnsafeCell<Home>,
+    /// Set (by the body's owner) before the last resume: the trampoline
+    /// leaves its loop. As `shape`.
+    exit: UnsafeCell<bool>,
     inner: UnsafeCell<MaybeUninit<Inner>>,
 }
 
@@ -96,12 +102,9 @@ pub(crate) struct Inner {
     /// The payload of the entry that panicked, until its enterer takes it.
     pub(crate) payload: Option<Payload>,
     pub(crate) bounds: Bounds,
-    /// The stack size the body was made for, as asked, and its guard kind,
-    /// as one word (see [`shape`]): the pool's and the cache's match key.
-    shape: usize,
-    pub(crate) home: Home,
-    /// Set (by the body's owner) before the last resume: leave the loop.
-    exit: bool,
+    /// Lowest address the parked trampoline may need (the canary sits
+    /// there); 0 before the first run. Read only by the release hook.
+    keep_from: usize,
 }
 
 impl Header {
@@ -111,7 +114,9 @@ impl Header {
             entry_fn: UnsafeCell::new(EntryFn::EMPTY),
             words: EventLoopWords::new(),
             user_word: AtomicUsize::new(0),
-            keep_from: AtomicUsize::new(0),
+            shape: UnsafeCell::new(0),
+            home: UnsafeCell::new(Home::Unpooled),
+            exit: UnsafeCell::new(false),
             inner: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -234,18 +239,20 @@ impl Parked {
             trampoline,
             yielder: ptr::null(),
             payload: None,
-            exit: false,
             entry: EntryStorage::new(),
-            home,
             bounds,
-            shape: shape(size, kind),
+            keep_from: 0,
         };
         // SAFETY:
         // * the header came from the free list: nobody else owns it and no
-        //   body is installed, so writing the uninitialised part is fine.
+        //   body is installed, so writing the owner's fields and the
+        //   uninitialised part is fine (a reused header's `exit` is reset).
         unsafe {
-            header.as_ref().keep_from.store(0, Ordering::Relaxed);
-            header.as_ref().inner().write(inner);
+            let hd = header.as_ref();
+            *hd.shape.get() = shape(size, kind);
+            *hd.home.get() = home;
+            *hd.exit.get() = false;
+            hd.inner().write(inner);
         }
         Ok(Parked(header))
     }
@@ -288,7 +295,7 @@ impl Parked {
     pub(crate) fn has_shape_word(&self, word: usize) -> bool {
         // SAFETY:
         // * we own the body; this field is plain data set at creation.
-        unsafe { (*self.inner()).shape == word }
+        unsafe { *self.header().shape.get() == word }
     }
 
     /// Clears the event loop's words and the user word for a new coroutine.
@@ -309,18 +316,26 @@ impl Parked {
         }
     }
 
-    /// Guard kind of the body's stack.
+    /// Guard kind of the body's stack (bit 0 of its shape: the header's
+    /// hot line, not the cold `bounds`).
     #[inline]
     pub(crate) fn kind(&self) -> GuardKind {
         // SAFETY:
-        // * we own the body; `bounds` is plain data set at creation.
-        unsafe { (*self.inner()).bounds.kind }
+        // * we own the body; `shape` is plain data set at creation.
+        let word = unsafe { *self.header().shape.get() };
+        if word & 1 == kind_index(GuardKind::Install) {
+            GuardKind::Install
+        } else {
+            GuardKind::Mprotect
+        }
     }
 
     /// The release hook: if the last entries used the stack below the
     /// trampoline's kept pages (canary overwritten), give the deep pages back.
     pub(crate) fn trim(&mut self) {
-        let keep_from = self.header().keep_from.load(Ordering::Relaxed);
+        // SAFETY:
+        // * we own the body; only the trampoline (run by the owner) writes it.
+        let keep_from = unsafe { (*self.inner()).keep_from };
         if keep_from == 0 {
             return;
         }
@@ -347,7 +362,7 @@ impl Drop for Parked {
         //   return without running user code; then the body is dropped once
         //   (which unmaps the stack) and the header goes back to the free list.
         unsafe {
-            (*inner).exit = true;
+            *self.header().exit.get() = true;
             let t = &mut (*inner).trampoline;
             if t.started() && !t.done() {
                 match t.resume(()) {
@@ -391,16 +406,15 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<(), Event>) {
     unsafe {
         (*inner).yielder = y;
         (keep_from as *mut u64).write_volatile(CANARY);
+        (*inner).keep_from = keep_from;
     }
     // SAFETY:
-    // * as above: headers are type-stable.
-    unsafe { h.0.as_ref() }
-        .keep_from
-        .store(keep_from, Ordering::Relaxed);
+    // * headers are type-stable.
+    let exit = unsafe { h.0.as_ref() }.exit.get();
     loop {
         // SAFETY:
         // * only the owner writes `exit`, before resuming us.
-        if unsafe { (*inner).exit } {
+        if unsafe { *exit } {
             return;
         }
         // SAFETY:

@@ -229,7 +229,7 @@ fn finish(header: NonNull<Header>, parked: bool, cache: ThreadCache) {
     let body = unsafe { Parked::from_raw(header) };
     // SAFETY:
     // * we own the body; `home` is plain data.
-    let home = unsafe { (*h.inner()).home };
+    let home = unsafe { *h.home.get() };
     if parked {
         home.give_back(body, cache);
     } else {
