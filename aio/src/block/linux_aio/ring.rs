@@ -78,6 +78,13 @@ impl CompletionRing {
         self.head().load(Ordering::Relaxed) != self.tail().load(Ordering::Acquire)
     }
 
+    /// Completed events waiting in the ring.
+    pub(crate) fn len(&self) -> usize {
+        let head = self.head().load(Ordering::Relaxed);
+        let tail = self.tail().load(Ordering::Acquire);
+        ((tail + self.nr - head) % self.nr) as usize
+    }
+
     /// Takes the oldest completed event.
     pub(crate) fn pop(&mut self) -> Option<IoEvent> {
         let head = self.head().load(Ordering::Relaxed);
