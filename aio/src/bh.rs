@@ -67,9 +67,11 @@ pub(crate) struct BhList {
 impl BhList {
     /// Pushes a node whose `PENDING` bit the caller just set.
     ///
-    /// The push CAS and the `closed` load are SeqCst, as are `close`'s store and swap (a
-    /// Dekker pair): either `close` takes the node or the pusher sees `closed` and takes it.
-    /// On x86 a SeqCst CAS and load cost what Release and Relaxed do.
+    /// Exactly one side frees a node pushed while the list closes: if `close`'s swap comes
+    /// after the push CAS in `head`'s modification order, the swap takes the node; otherwise
+    /// the CAS reads from the swap (an RMW reads the latest value), synchronises with it and
+    /// so sees `closed`, and the pusher takes it. SeqCst throughout (on x86 a SeqCst CAS and
+    /// load cost what Release and Relaxed do).
     fn push(&self, node: *const BhNode) {
         let node = node as *mut BhNode;
         let mut head = self.head.load(Relaxed);
