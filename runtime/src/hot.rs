@@ -9,18 +9,19 @@
 //!
 //! The slot holds a body of either guard kind (a thread normally uses one
 //! shape; a miss on another shape sends the cached body to its pool). The
-//! slot itself is a thread-local (tls.rs); the counters, per guard kind, live in a
-//! leaked per-thread block that other threads can read. Their effect is
-//! folded into [`pool_stats`](crate::pool_stats): a hit counts as `reused`,
-//! a body sitting in a slot (stashed minus hits minus evicted) as `pooled`.
-//! Only the owning thread writes a block (plain loads and stores, no
-//! read-modify-write); sums are read on demand and are exact when threads
-//! are quiescent.
+//! slot and the counters (per guard kind) are thread-locals (tls.rs), in
+//! one cache line; other threads reach a running thread's counters through
+//! its leaked block, which keeps the sums of exited threads. Their effect
+//! is folded into [`pool_stats`](crate::pool_stats): a hit counts as
+//! `reused`, a body sitting in a slot (stashed minus hits minus evicted) as
+//! `pooled`. Only the owning thread writes its counters (plain loads and
+//! stores, no read-modify-write); sums are read on demand and are exact
+//! when threads are quiescent.
 
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use corral_pool::PoolStats;
@@ -30,10 +31,11 @@ use crate::pool::pool_for;
 use crate::stack::GuardKind;
 use crate::tls::{self, ThreadCache};
 
-/// One thread's slots and counters, indexed by guard kind. Leaked: blocks of
-/// exited threads are reused by new threads (their sums carry on).
+/// One thread's cache counters, indexed by guard kind. The running
+/// thread's live in its thread-local (tls.rs), in the line of the slot, so
+/// the fast path touches no other line; only the owning thread writes them.
 #[derive(Debug, Default)]
-pub(crate) struct Block {
+pub(crate) struct Counts {
     /// Bodies put into the slot.
     stashed: [AtomicU64; 2],
     /// Bodies taken from the slot by a create.
@@ -42,24 +44,68 @@ pub(crate) struct Block {
     evicted: [AtomicU64; 2],
 }
 
+impl Counts {
+    pub(crate) const fn new() -> Counts {
+        Counts {
+            stashed: [AtomicU64::new(0), AtomicU64::new(0)],
+            hits: [AtomicU64::new(0), AtomicU64::new(0)],
+            evicted: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    /// Adds these counts of guard kind index `k` to `stats` (see [`fold_into`]).
+    fn fold(&self, stats: &mut PoolStats, k: usize) {
+        let stashed = self.stashed[k].load(Ordering::Relaxed);
+        let hits = self.hits[k].load(Ordering::Relaxed);
+        let evicted = self.evicted[k].load(Ordering::Relaxed);
+        stats.reused += hits;
+        stats.pooled += stashed.saturating_sub(hits + evicted);
+    }
+
+    /// Adds `other` into these counts (a thread's, as it exits).
+    fn absorb(&self, other: &Counts) {
+        for (mine, theirs) in [
+            (&self.stashed, &other.stashed),
+            (&self.hits, &other.hits),
+            (&self.evicted, &other.evicted),
+        ] {
+            for k in 0..2 {
+                let v = theirs[k].load(Ordering::Relaxed);
+                mine[k].store(mine[k].load(Ordering::Relaxed) + v, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What other threads can read of one thread's cache: while the thread
+/// runs, a pointer to its counters; the counts of the exited threads that
+/// had this block. Leaked: blocks of exited threads are reused by new
+/// threads (their sums carry on). A thread has a block from its first
+/// enter until its exit guard runs.
+#[derive(Debug, Default)]
+pub(crate) struct Block {
+    /// The owning thread's counters (in its thread-local), or null. Set
+    /// and cleared under the registry lock; the exit guard clears it
+    /// before the thread-local is gone.
+    live: AtomicPtr<Counts>,
+    /// Counts of the exited threads that used this block.
+    exited: Counts,
+}
+
 fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-impl Block {
-    /// Hands the body (if any) in this thread's slot to its pool; `self`
-    /// is this thread's block.
-    fn evict(&self) {
-        let c = tls::cache();
-        if let Some(h) = ptr::NonNull::new(c.slot()) {
-            c.set_slot(ptr::null_mut());
-            // SAFETY:
-            // * the slot owned this parked body (see `stash`).
-            let body = unsafe { Parked::from_raw(h) };
-            let kind = body.kind();
-            bump(&self.evicted[index(kind)]);
-            pool_for(kind).put(body);
-        }
+/// Hands the body (if any) in this thread's slot to its pool.
+fn evict(c: ThreadCache) {
+    if let Some(h) = ptr::NonNull::new(c.slot()) {
+        c.set_slot(ptr::null_mut());
+        // SAFETY:
+        // * the slot owned this parked body (see `stash`).
+        let body = unsafe { Parked::from_raw(h) };
+        let kind = body.kind();
+        bump(&c.counts().evicted[index(kind)]);
+        pool_for(kind).put(body);
     }
 }
 
@@ -87,8 +133,12 @@ impl Drop for ExitGuard {
     /// thread-locals' destructors) find no block and go straight to the pool.
     fn drop(&mut self) {
         if let Some(b) = tls::take_block() {
-            b.evict();
-            registry().free.push(b);
+            let c = tls::cache();
+            evict(c);
+            let mut reg = registry();
+            b.exited.absorb(c.counts());
+            b.live.store(ptr::null_mut(), Ordering::Relaxed);
+            reg.free.push(b);
         }
     }
 }
@@ -110,6 +160,8 @@ pub(crate) fn claim() -> Option<&'static Block> {
         reg.all.push(b);
         b
     });
+    let counts: *const Counts = tls::cache().counts();
+    b.live.store(counts.cast_mut(), Ordering::Relaxed);
     drop(reg);
     tls::set_block(b);
     Some(b)
@@ -135,13 +187,12 @@ pub(crate) fn take(shape: usize) -> Option<Parked> {
         return None;
     }
     c.set_slot(ptr::null_mut());
-    // A body is only stashed while the thread has a block (see `stash`).
-    // The counter's index comes from the body, not from `shape`: nothing
-    // but `shape` has to survive the thread-local access (a call, to the
+    // A body is only stashed while the thread has a block (see `stash`),
+    // so no test of the block: the counts are the thread's own. The
+    // counter's index comes from the body, not from `shape`: nothing but
+    // `shape` has to survive the thread-local access (a call, to the
     // compiler) in a saved register.
-    if let Some(b) = c.block() {
-        bump(&b.hits[index(peek.kind())]);
-    }
+    bump(&c.counts().hits[index(peek.kind())]);
     // SAFETY:
     // * the slot owned this parked body and no longer does.
     Some(unsafe { Parked::from_raw(h) })
@@ -151,15 +202,12 @@ pub(crate) fn take(shape: usize) -> Option<Parked> {
 /// pool, so the slot can keep bodies of the shape now in use.
 pub(crate) fn evict_other_shape(size: usize, kind: GuardKind) {
     let c = tls::cache();
-    let Some(b) = c.block() else {
-        return;
-    };
     if let Some(h) = ptr::NonNull::new(c.slot()) {
         // SAFETY:
         // * as in `take`: we only look.
         let peek = ManuallyDrop::new(unsafe { Parked::from_raw(h) });
         if !peek.has_shape(size, kind) {
-            b.evict();
+            evict(c);
         }
     }
 }
@@ -170,15 +218,15 @@ pub(crate) fn evict_other_shape(size: usize, kind: GuardKind) {
 /// exiting).
 #[inline(always)]
 pub(crate) fn stash(cache: ThreadCache, body: Parked, k: usize) -> Option<Parked> {
-    let Some(b) = cache.block() else {
+    if cache.block().is_none() {
         return Some(body);
-    };
+    }
     debug_assert_eq!(k, index(body.kind()), "index of another guard kind");
     if !cache.slot().is_null() {
         return Some(body);
     }
     cache.set_slot(body.into_raw().as_ptr());
-    bump(&b.stashed[k]);
+    bump(&cache.counts().stashed[k]);
     None
 }
 
@@ -188,10 +236,15 @@ pub(crate) fn stash(cache: ThreadCache, body: Parked, k: usize) -> Option<Parked
 pub(crate) fn fold_into(stats: &mut PoolStats, kind: GuardKind) {
     let k = index(kind);
     for b in &registry().all {
-        let stashed = b.stashed[k].load(Ordering::Relaxed);
-        let hits = b.hits[k].load(Ordering::Relaxed);
-        let evicted = b.evicted[k].load(Ordering::Relaxed);
-        stats.reused += hits;
-        stats.pooled += stashed.saturating_sub(hits + evicted);
+        b.exited.fold(stats, k);
+        let live = b.live.load(Ordering::Relaxed);
+        if !live.is_null() {
+            // SAFETY:
+            // * `live` points into a running thread's thread-local: its exit
+            //   guard clears it under the registry lock (which we hold)
+            //   before the thread-local goes away; the counters are atomics
+            //   (only their owner writes them).
+            unsafe { &*live }.fold(stats, k);
+        }
     }
 }

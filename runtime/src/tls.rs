@@ -21,7 +21,7 @@ use std::cell::Cell;
 use std::ptr::{self, NonNull};
 
 use crate::body::Header;
-use crate::hot::{self, Block};
+use crate::hot::{self, Block, Counts};
 
 /// All of the runtime's per-thread state in one thread-local, so a frame
 /// computes its address once: the running coroutine, and the one-body cache
@@ -29,12 +29,18 @@ use crate::hot::{self, Block};
 /// (`None` until the first enter on the thread, and again once the thread's
 /// exit guard has run). No destructor, so every access is a plain load at a
 /// fixed offset from the thread pointer.
+///
+/// Aligned to a cache line, so the fields the fast path uses (all but the
+/// eviction counts, at the end) share one line.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Cache {
     /// The coroutine running on this thread (innermost when nested), or null.
     current: Cell<*const Header>,
     block: Cell<Option<&'static Block>>,
     slot: Cell<*mut Header>,
+    /// The cache's counters; other threads read them through the block.
+    counts: Counts,
 }
 
 thread_local! {
@@ -43,6 +49,7 @@ thread_local! {
             current: Cell::new(ptr::null()),
             block: Cell::new(None),
             slot: Cell::new(ptr::null_mut()),
+            counts: Counts::new(),
         }
     };
 }
@@ -74,6 +81,12 @@ impl ThreadCache {
     #[inline(always)]
     pub(crate) fn slot(self) -> *mut Header {
         self.get().slot.get()
+    }
+
+    /// The thread's cache counters.
+    #[inline(always)]
+    pub(crate) fn counts(&self) -> &Counts {
+        &self.get().counts
     }
 
     /// Sets the slot.
