@@ -376,17 +376,33 @@ impl Bh {
     }
 
     /// Schedules the callback to run in the context's next iteration (any thread, lock-free).
+    ///
+    /// Everything the caller wrote before `schedule` is visible to the callback run it
+    /// causes (or to the already pending run it joins).
     #[inline]
     pub fn schedule(&self) {
         Self::schedule_inner(&self.inner);
     }
 
+    /// The fast path, inlined into callers. The "already scheduled" test is an RMW that
+    /// changes nothing (`fetch_add(0)`: one `lock xadd`, not a CAS loop), not a plain load: a
+    /// load would not order the caller's earlier writes before the dispatcher's clearing
+    /// `fetch_and`, so the callback could run without seeing them and nothing would run it
+    /// again (a lost request). An RMW that reads `PENDING | SCHEDULED` comes before that
+    /// `fetch_and` in the flags' modification order, so the `fetch_and` synchronises with it.
+    #[inline]
     fn schedule_inner(inner: &Arc<BhInner>) {
-        // Cheap early out: already scheduled (or deleted) bottom halves need no RMW.
-        let f = inner.node.flags.load(Relaxed);
+        let f = inner.node.flags.fetch_add(0, AcqRel);
+        // Deleted, or already queued to run: whoever queued it notifies.
         if f & DELETED != 0 || f & (PENDING | SCHEDULED) == PENDING | SCHEDULED {
             return;
         }
+        Self::enqueue(inner);
+    }
+
+    /// Sets `SCHEDULED` (and `PENDING` if it is not queued), queues it, wakes the context.
+    #[inline(never)]
+    fn enqueue(inner: &Arc<BhInner>) {
         let old = inner.node.flags.fetch_or(PENDING | SCHEDULED, AcqRel);
         if old & DELETED != 0 {
             return;

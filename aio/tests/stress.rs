@@ -89,3 +89,46 @@ fn cross_thread_bhs_and_wakes_never_lost() {
         want_bh, want_wakes, st.eventfd_writes, st.blocking_waits, st.iterations
     );
 }
+
+/// Two threads publish values with plain Release stores and schedule one shared bottom half;
+/// each waits until the callback has seen its value before publishing the next. A schedule
+/// that joins an already queued run must still make its value visible to that run, or the
+/// value is never seen and the producer waits forever (the watchdog fails the test).
+#[test]
+fn schedule_of_a_queued_bh_publishes_earlier_writes() {
+    let _w = Watchdog::new("schedule_publishes", Duration::from_secs(60));
+    const PRODUCERS: usize = 2;
+    const ROUNDS: u64 = if cfg!(miri) { 50 } else { 20_000 };
+    let ctx = AioContext::new().unwrap();
+    let slots: Arc<[AtomicU64; PRODUCERS]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let seen: Arc<[AtomicU64; PRODUCERS]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let (s2, seen2) = (slots.clone(), seen.clone());
+    let bh = ctx.bh_new(move || {
+        for (slot, seen) in s2.iter().zip(seen2.iter()) {
+            seen.store(slot.load(SeqCst), SeqCst);
+        }
+    });
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|t| {
+            let (bh, slots, seen) = (bh.clone(), slots.clone(), seen.clone());
+            std::thread::spawn(move || {
+                for i in 1..=ROUNDS {
+                    slots[t].store(i, std::sync::atomic::Ordering::Release);
+                    bh.schedule();
+                    while seen[t].load(SeqCst) < i {
+                        std::hint::spin_loop();
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect();
+    while seen.iter().any(|s| s.load(SeqCst) < ROUNDS) {
+        ctx.poll(true);
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert!(seen.iter().all(|s| s.load(SeqCst) == ROUNDS));
+    bh.delete();
+}
