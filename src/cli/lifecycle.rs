@@ -41,8 +41,9 @@ pub(crate) struct Args {
     /// Guard page kind (default: install where the kernel supports it).
     #[arg(long, value_name = "install|mprotect")]
     guard: Option<GuardKind>,
-    /// Pooled create+enter+terminate iterations per round (5 rounds, median kept).
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Pooled create+enter+terminate iterations per round (ROUNDS interleaved
+    /// rounds of pooled and malloc, medians kept).
+    #[arg(long, default_value_t = 400_000)]
     iterations: usize,
 }
 
@@ -60,16 +61,36 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
 
 fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> {
     let iters = args.iterations.max(1);
-    let unpooled_iters = (iters / 100).clamp(1_000, 20_000);
+    let unpooled_iters = (iters / 20).clamp(1_000, 20_000);
     let mut pooled = Vec::new();
     let mut malloc = Vec::new();
-    for _ in 0..5 {
-        pooled.push(per_op(iters, || pooled_once(builder))?);
-        malloc.push(per_op(iters, || {
-            corral_runtime::baseline::malloc_memset_free_128();
-            Ok(())
-        })?);
+    let mut ratios = Vec::new();
+    // Many short rounds, pooled and malloc back to back and in alternating
+    // order: on a busy machine (another process on the sibling CPU) both
+    // figures then see the same interference, and the medians drop the
+    // rounds it hit hardest.
+    for round in 0..ROUNDS {
+        let p = || per_op(iters, || pooled_once(builder));
+        // Same loop for both: one out-of-line call per iteration (the
+        // baseline's function is itself `#[inline(never)]`), `Ok(())` back.
+        let m = || {
+            per_op(iters, || {
+                corral_runtime::baseline::malloc_memset_free_128();
+                Ok(())
+            })
+        };
+        let (pr, mr) = if round % 2 == 0 {
+            let pr = p()?;
+            (pr, m()?)
+        } else {
+            let mr = m()?;
+            (p()?, mr)
+        };
+        pooled.push(pr);
+        malloc.push(mr);
+        ratios.push(pr / mr);
     }
+    let ratio = median(ratios);
     // An entry too large for the inline slot (INLINE_ENTRY_BYTES) is boxed:
     // what a heap allocation per coroutine would cost.
     let big = [7u8; 2 * corral_runtime::INLINE_ENTRY_BYTES];
@@ -99,22 +120,24 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
         args.stack_size / 1024,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("pooled   create+enter+terminate  {pooled:9.1} ns  ({iters} x 5 rounds, median)");
+    println!(
+        "pooled   create+enter+terminate  {pooled:9.1} ns  ({iters} x {ROUNDS} rounds, median)"
+    );
     println!(
         "unpooled create+enter+terminate  {unpooled:9.1} ns  ({unpooled_iters} iterations, {:.0}x pooled)",
         unpooled / pooled
     );
     println!(
-        "malloc+memset+free 128 B         {malloc:9.1} ns  (pooled/malloc = {:.2})",
+        "malloc+memset+free 128 B         {malloc:9.1} ns  (pooled/malloc = {:.2}; median of the rounds' ratios {ratio:.2})",
         pooled / malloc
     );
     println!("pooled, entry boxed (> inline)   {boxed:9.1} ns  (a heap allocation per coroutine)");
     let mut json = format!(
-        "{{\"guard\":\"{guard}\",\"stack_size\":{},\"pooled_ns\":{pooled:.2},\"unpooled_ns\":{unpooled:.2},\"malloc128_ns\":{malloc:.2},\"pooled_boxed_entry_ns\":{boxed:.2},\"loadavg_1m\":{load:.2}",
+        "{{\"guard\":\"{guard}\",\"stack_size\":{},\"pooled_ns\":{pooled:.2},\"unpooled_ns\":{unpooled:.2},\"malloc128_ns\":{malloc:.2},\"pooled_malloc_round_ratio\":{ratio:.3},\"pooled_boxed_entry_ns\":{boxed:.2},\"loadavg_1m\":{load:.2}",
         args.stack_size
     );
     if args.cross_thread {
-        let n = (iters / 4).max(1);
+        let n = (iters.saturating_mul(5) / 4).max(1);
         // Five interleaved rounds, medians: a busy machine moves these a lot.
         let (mut ours, mut ours_cpu, mut mutex, mut mutex_cpu) = (vec![], vec![], vec![], vec![]);
         for _ in 0..5 {
@@ -144,6 +167,9 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
     }
     Ok(())
 }
+
+/// Interleaved rounds of the single-thread pooled and malloc figures.
+const ROUNDS: usize = 25;
 
 #[inline(never)]
 fn pooled_once(builder: Builder) -> io::Result<()> {
