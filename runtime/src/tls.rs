@@ -14,7 +14,7 @@
 //! The exceptions are `#[inline(never)]` functions whose own frame cannot
 //! change thread and that never stay on a coroutine's stack across a switch:
 //! `Coroutine::try_enter`'s inner function (see [`enter_replace_current`])
-//! and the builder's `take_body`, which read the current coroutine and the
+//! and the builder's `take_cached`, which read the current coroutine and the
 //! one-body cache (hot.rs) directly, saving calls.
 
 use std::cell::Cell;
