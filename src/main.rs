@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "corral", version, about = "Coroutine I/O runtime: benchmarks and figures")]
+#[command(
+    name = "corral",
+    version,
+    about = "Coroutine I/O runtime: benchmarks and figures"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
