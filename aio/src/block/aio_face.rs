@@ -328,7 +328,11 @@ impl BlockDevice {
         if first {
             let bh = self.inner.start_bh.get_or_init(|| start_bh(&self.inner));
             // Usually still scheduled from the previous request (a worker took that one):
-            // a plain load instead of a call.
+            // a plain load instead of a call. Sound without the RMW probe that a
+            // cross-thread `schedule()` needs: this path runs on the context's own
+            // thread, which is also the only one that dispatches the bottom half and
+            // pops `queue`, so a SCHEDULED flag seen here is one that thread has not
+            // cleared yet, and its run will find the request just pushed.
             if !bh.is_scheduled() {
                 bh.schedule();
             }
