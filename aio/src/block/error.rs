@@ -7,21 +7,8 @@
 use std::fmt;
 use std::io;
 
-/// Turns a `-1`/errno return of a libc call into `io::Result`, keeping the raw errno.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY:
-        // * the caller passes arguments valid for this libc call (checked at each use site).
-        #[allow(unused_unsafe)]
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
-pub(crate) use syscall;
+/// The runtime's `syscall!` (errno kept), re-exported for the block layer.
+pub(crate) use crate::sys::syscall;
 
 /// A request rejected before it reached the kernel: the errno it stands for and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
