@@ -18,6 +18,7 @@
 use super::bound::{while_raised, ThreadBound};
 use super::glue;
 use super::request::{self, Op, Request, RequestQueue};
+use super::ring_driver::{self, RingDriver};
 use super::{Backend, BackendStats};
 use crate::{AioContext, Bh};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -112,38 +113,7 @@ impl IoUringBackend {
             state: ThreadBound::new(state),
             submit_bh: OnceLock::new(),
         });
-        let weak = Arc::downgrade(&shared);
-        let bh = ctx.bh_new(move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.state.with(|s| s.bh_scheduled = false);
-                shared.process();
-            }
-        });
-        let _ = shared.submit_bh.set(bh);
-        let (on_read, on_poll, on_poll_ready) = (
-            Arc::downgrade(&shared),
-            Arc::downgrade(&shared),
-            Arc::downgrade(&shared),
-        );
-        glue::watch_fd(
-            ctx,
-            ring_fd,
-            move || {
-                if let Some(shared) = on_read.upgrade() {
-                    shared.process();
-                }
-            },
-            move || {
-                on_poll
-                    .upgrade()
-                    .is_some_and(|shared| shared.has_completions())
-            },
-            move || {
-                if let Some(shared) = on_poll_ready.upgrade() {
-                    shared.process();
-                }
-            },
-        )?;
+        ring_driver::attach(ctx, &shared, ring_fd, |_| {})?;
         Ok(IoUringBackend {
             shared,
             ctx: ctx.clone(),
@@ -295,35 +265,29 @@ impl State {
     }
 }
 
-impl Shared {
+impl RingDriver for Shared {
+    type State = State;
+
+    fn state(&self) -> &ThreadBound<State> {
+        &self.state
+    }
+
+    fn plugged(s: &mut State) -> &mut usize {
+        &mut s.plugged
+    }
+
+    fn bh_scheduled(s: &mut State) -> &mut bool {
+        &mut s.bh_scheduled
+    }
+
+    fn submit_bh(&self) -> &OnceLock<Bh> {
+        &self.submit_bh
+    }
+
     /// CQEs to reap, or completions the kernel holds back until we enter it (TASKRUN flag).
     fn has_completions(&self) -> bool {
         self.state
             .with(|s| !s.ring.completion().is_empty() || s.ring.submission().taskrun())
-    }
-
-    /// Delivers completions, then submits, then checks once more for completions.
-    fn process(&self) {
-        // A woken coroutine that panics unwinds through here: run again from the bottom
-        // half so the completions and submissions left behind are not stranded (the
-        // eventfd may already be cleared).
-        struct Resume<'a>(&'a Shared);
-        impl Drop for Resume<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    self.0.state.with(|s| s.bh_scheduled = true);
-                    if let Some(bh) = self.0.submit_bh.get() {
-                        bh.schedule();
-                    }
-                }
-            }
-        }
-        let _resume = Resume(self);
-        self.reap();
-        if self.flush() > 0 {
-            self.reap();
-            self.flush();
-        }
     }
 
     /// Completes every CQE available now, plugged so that woken coroutines queue.
@@ -357,6 +321,12 @@ impl Shared {
         )
     }
 
+    fn submit_pending(&self) -> usize {
+        self.flush()
+    }
+}
+
+impl Shared {
     /// While reaping: sends the requests woken coroutines queued so far when the device is
     /// still working on others (requests in the kernel whose CQE has not come), so that it
     /// gets them now rather than after the whole batch was delivered. Page-cache reads
@@ -390,16 +360,8 @@ impl Shared {
     }
 
     fn schedule_flush(&self) {
-        let schedule = self.state.with(|s| {
-            let schedule = s.plugged == 0 && !s.bh_scheduled;
-            s.bh_scheduled |= schedule;
-            schedule
-        });
-        if schedule {
-            if let Some(bh) = self.submit_bh.get() {
-                bh.schedule();
-            }
-        }
+        let claim = self.state.with(ring_driver::claim_bh::<Self>);
+        ring_driver::schedule_if(self, claim);
     }
 }
 
@@ -425,17 +387,7 @@ impl Backend for IoUringBackend {
     }
 
     unsafe fn submit(&self, req: NonNull<Request>) {
-        let schedule = self.shared.state.with(|s| {
-            s.enqueue(req);
-            let schedule = s.plugged == 0 && !s.bh_scheduled;
-            s.bh_scheduled |= schedule;
-            schedule
-        });
-        if schedule {
-            if let Some(bh) = self.shared.submit_bh.get() {
-                bh.schedule();
-            }
-        }
+        ring_driver::submit(&*self.shared, |s| s.enqueue(req));
     }
 
     fn in_flight(&self) -> usize {
@@ -443,17 +395,11 @@ impl Backend for IoUringBackend {
     }
 
     fn plug(&self) {
-        self.shared.state.with(|s| s.plugged += 1);
+        ring_driver::plug(&*self.shared);
     }
 
     fn unplug(&self) {
-        let now = self.shared.state.with(|s| {
-            s.plugged -= 1;
-            s.plugged == 0
-        });
-        if now {
-            self.shared.process();
-        }
+        ring_driver::unplug(&*self.shared);
     }
 
     fn stats(&self) -> BackendStats {

@@ -84,6 +84,7 @@ mod job;
 pub mod linux_aio;
 pub mod null;
 mod request;
+mod ring_driver;
 pub mod threads;
 
 pub use device::{AllocMode, BlockDevice, OpenOptions};

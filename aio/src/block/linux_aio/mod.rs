@@ -18,6 +18,7 @@ use super::bound::{while_raised, ThreadBound};
 use super::error::syscall;
 use super::glue;
 use super::request::{self, Op, Request, RequestQueue};
+use super::ring_driver::{self, RingDriver};
 use super::{Backend, BackendStats};
 use crate::{AioContext, Bh};
 use ring::CompletionRing;
@@ -126,39 +127,8 @@ impl LinuxAioBackend {
             eventfd,
             submit_bh: OnceLock::new(),
         });
-        let weak = Arc::downgrade(&shared);
-        let bh = ctx.bh_new(move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.state.with(|s| s.bh_scheduled = false);
-                shared.process();
-            }
-        });
-        let _ = shared.submit_bh.set(bh);
-        let (on_read, on_poll, on_poll_ready) = (
-            Arc::downgrade(&shared),
-            Arc::downgrade(&shared),
-            Arc::downgrade(&shared),
-        );
-        glue::watch_fd(
-            ctx,
-            shared.eventfd.as_raw_fd(),
-            move || {
-                if let Some(shared) = on_read.upgrade() {
-                    shared.clear_eventfd();
-                    shared.process();
-                }
-            },
-            move || {
-                on_poll
-                    .upgrade()
-                    .is_some_and(|shared| shared.has_completions())
-            },
-            move || {
-                if let Some(shared) = on_poll_ready.upgrade() {
-                    shared.process();
-                }
-            },
-        )?;
+        let efd = shared.eventfd.as_raw_fd();
+        ring_driver::attach(ctx, &shared, efd, Shared::clear_eventfd)?;
         Ok(LinuxAioBackend {
             shared,
             ctx: ctx.clone(),
@@ -234,46 +204,40 @@ impl Shared {
             8
         ));
     }
+}
+
+impl RingDriver for Shared {
+    type State = State;
+
+    fn state(&self) -> &ThreadBound<State> {
+        &self.state
+    }
+
+    fn plugged(s: &mut State) -> &mut usize {
+        &mut s.plugged
+    }
+
+    fn bh_scheduled(s: &mut State) -> &mut bool {
+        &mut s.bh_scheduled
+    }
+
+    fn submit_bh(&self) -> &OnceLock<Bh> {
+        &self.submit_bh
+    }
 
     fn has_completions(&self) -> bool {
         self.state
             .with(|s| s.ring.as_ref().is_some_and(|ring| ring.has_events()))
     }
 
-    /// Delivers completions, then submits what they (and earlier requests) queued, and
-    /// checks once more for completions that the submission found ready.
-    fn process(&self) {
-        // A woken coroutine that panics unwinds through here: run again from the bottom
-        // half so the completions and submissions left behind are not stranded (the
-        // eventfd may already be cleared).
-        struct Resume<'a>(&'a Shared);
-        impl Drop for Resume<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    self.0.state.with(|s| s.bh_scheduled = true);
-                    if let Some(bh) = self.0.submit_bh.get() {
-                        bh.schedule();
-                    }
-                }
-            }
-        }
-        let _resume = Resume(self);
-        self.reap();
-        if self.submit_pending() > 0 {
-            self.reap();
-            self.submit_pending();
-        }
-    }
-
     /// Completes every event available now, plugged so that woken coroutines queue. One
     /// event leaves the ring (or the fallback buffer) per completion, so a coroutine that
     /// panics when woken loses no other completion.
-    fn reap(&self) -> usize {
+    fn reap(&self) {
         while_raised(
             &self.state,
             |s| &mut s.plugged,
             || {
-                let mut reaped = 0;
                 while let Some(event) = self.state.with(|s| s.next_event(self.id)) {
                     // SAFETY:
                     // * `data` is the address of a request we submitted (set in `prepare`) and the
@@ -285,14 +249,23 @@ impl Shared {
                             event.res as isize,
                         )
                     };
-                    reaped += 1;
                     self.submit_early();
                 }
-                reaped
             },
         )
     }
 
+    /// Sends queued requests with as few `io_submit` calls as the kernel allows; returns
+    /// how many it took.
+    fn submit_pending(&self) -> usize {
+        if self.state.with(|s| s.plugged > 0) {
+            return 0;
+        }
+        self.submit_pending_now()
+    }
+}
+
+impl Shared {
     /// While reaping a device's completions: sends the resubmissions of woken coroutines
     /// every `EARLY_SUBMIT` requests, so the device is not left idle until the batch ends
     /// (as in the io-uring backend; page-cache reads, which complete inside `io_submit`,
@@ -304,15 +277,6 @@ impl Shared {
         if send {
             self.submit_pending_now();
         }
-    }
-
-    /// Sends queued requests with as few `io_submit` calls as the kernel allows; returns
-    /// how many it took.
-    fn submit_pending(&self) -> usize {
-        if self.state.with(|s| s.plugged > 0) {
-            return 0;
-        }
-        self.submit_pending_now()
     }
 
     /// `submit_pending`, also while plugged.
@@ -412,18 +376,10 @@ impl Backend for LinuxAioBackend {
 
     unsafe fn submit(&self, req: NonNull<Request>) {
         prepare(req, self.shared.eventfd.as_raw_fd());
-        let schedule = self.shared.state.with(|s| {
+        ring_driver::submit(&*self.shared, |s| {
             // SAFETY: `req` is in flight and stays valid until completed (caller's contract).
             unsafe { s.pending.push_back(req) };
-            let schedule = s.plugged == 0 && !s.bh_scheduled;
-            s.bh_scheduled |= schedule;
-            schedule
         });
-        if schedule {
-            if let Some(bh) = self.shared.submit_bh.get() {
-                bh.schedule();
-            }
-        }
     }
 
     fn stats(&self) -> BackendStats {
@@ -435,17 +391,11 @@ impl Backend for LinuxAioBackend {
     }
 
     fn plug(&self) {
-        self.shared.state.with(|s| s.plugged += 1);
+        ring_driver::plug(&*self.shared);
     }
 
     fn unplug(&self) {
-        let now = self.shared.state.with(|s| {
-            s.plugged -= 1;
-            s.plugged == 0
-        });
-        if now {
-            self.shared.process();
-        }
+        ring_driver::unplug(&*self.shared);
     }
 }
 
