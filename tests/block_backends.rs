@@ -420,9 +420,8 @@ fn more_requests_than_the_rings_hold() {
     }
 }
 
-#[test]
-fn delayed_requests_are_waited_for_by_drain() {
-    let ctx = AioContext::new().unwrap();
+/// A null device whose every request the fault injector delays by 2 ms.
+fn delayed_null_device(ctx: &Arc<AioContext>) -> BlockDevice {
     let fault = FaultConfig {
         delay: Some(std::time::Duration::from_millis(2)),
         ..FaultConfig::default()
@@ -432,7 +431,13 @@ fn delayed_requests_are_waited_for_by_drain() {
         fault: Some(fault),
         ..OpenOptions::default()
     };
-    let dev = BlockDevice::open(&ctx, "/dev/null", &opts).unwrap();
+    BlockDevice::open(ctx, "/dev/null", &opts).unwrap()
+}
+
+#[test]
+fn delayed_requests_are_waited_for_by_drain() {
+    let ctx = AioContext::new().unwrap();
+    let dev = delayed_null_device(&ctx);
     let done = Arc::new(AtomicUsize::new(0));
     for i in 0..16u64 {
         let done = done.clone();
@@ -448,16 +453,7 @@ fn delayed_requests_are_waited_for_by_drain() {
 #[test]
 fn drain_waits_for_a_coroutine_request_delayed_inside_submit() {
     let ctx = AioContext::new().unwrap();
-    let fault = FaultConfig {
-        delay: Some(std::time::Duration::from_millis(2)),
-        ..FaultConfig::default()
-    };
-    let opts = OpenOptions {
-        backend: BackendKind::Null,
-        fault: Some(fault),
-        ..OpenOptions::default()
-    };
-    let dev = BlockDevice::open(&ctx, "/dev/null", &opts).unwrap();
+    let dev = delayed_null_device(&ctx);
     let done = Arc::new(AtomicUsize::new(0));
     let (d, flag) = (dev.clone(), done.clone());
     ctx.co_enter(Coroutine::new(move || {
