@@ -16,31 +16,45 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use corosensei::{CoroutineResult, Yielder};
-
 use crate::entry::{self, EntryFn, EntryStorage};
 use crate::pool::Home;
 use crate::stack::{Bounds, GuardKind, Stack};
+use crate::switch::{self, Slots};
 use crate::EventLoopWords;
 
 /// A panic payload carried from a coroutine to whoever entered it.
 pub(crate) type Payload = Box<dyn Any + Send + 'static>;
 
-/// What a trampoline reports when it switches back: one byte, so the
-/// switch carries no more than a register. A panic's payload waits in
-/// [`Inner::payload`]; the enterer resumes with `()` (a body being
-/// destroyed is told so by [`Inner::exit`]).
+/// What a trampoline reports when it switches back: one register (the
+/// switch's message). A panic's payload waits in [`Inner::payload`]; the
+/// enterer resumes with 0 (a body being destroyed is told so by
+/// [`Header::exit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
 pub(crate) enum Event {
     /// The entry called `yield_now`.
-    Yielded,
+    Yielded = 0,
     /// The entry returned; the trampoline is parked, ready for the next entry.
-    Finished,
+    Finished = 1,
     /// The entry panicked (payload in `Inner::payload`); parked as above.
-    Panicked,
+    Panicked = 2,
+    /// The trampoline left its loop (the body is being destroyed): its
+    /// stack holds nothing any more and is never resumed.
+    Exited = 3,
 }
 
-type Trampoline = corosensei::Coroutine<(), Event, (), Stack>;
+impl Event {
+    /// The event a switch message carries.
+    #[inline(always)]
+    pub(crate) fn from_message(message: usize) -> Event {
+        match message {
+            0 => Event::Yielded,
+            1 => Event::Finished,
+            2 => Event::Panicked,
+            _ => Event::Exited,
+        }
+    }
+}
 
 /// State word layout: `generation << 1 | RUNNING`. A coroutine handle holds
 /// the generation it was created with; termination bumps the generation.
@@ -91,13 +105,14 @@ const _: () = assert!(
 /// The parts of a body used only by whoever owns it: the pool, the creator
 /// before the first enter, or the thread holding the RUNNING bit.
 ///
-/// `repr(C)`, the trampoline first: its stack pointer is written on every
-/// switch, by the entering thread only, in a line the creator never touches.
+/// `repr(C)`, the switch slots first: they are written on every switch, by
+/// the entering thread only, in a line the creator never touches.
 #[repr(C)]
 pub(crate) struct Inner {
-    pub(crate) trampoline: Trampoline,
-    /// Valid once the trampoline has started; lives on the coroutine's stack.
-    pub(crate) yielder: *const Yielder<(), Event>,
+    /// The trampoline's saved context and its enterer's (see `switch.rs`).
+    pub(crate) slots: Slots,
+    /// The stack the trampoline runs on (unmapped when the body is dropped).
+    stack: Stack,
     pub(crate) entry: EntryStorage,
     /// The payload of the entry that panicked, until its enterer takes it.
     pub(crate) payload: Option<Payload>,
@@ -233,11 +248,16 @@ impl Parked {
         let stack = Stack::new(size, kind)?;
         let bounds = stack.bounds();
         let header = alloc_header();
-        let h = HeaderAddr(header);
-        let trampoline = Trampoline::with_stack(stack, move |y, ()| trampoline_main(h, y));
+        // SAFETY:
+        // * the stack was just mapped: nobody runs on it, and its top pages
+        //   are writable (at least MIN_STACK_SIZE usable bytes).
+        let co_sp = unsafe { switch::init(stack.top(), trampoline_main, header.as_ptr() as usize) };
         let inner = Inner {
-            trampoline,
-            yielder: ptr::null(),
+            slots: Slots {
+                co_sp,
+                parent_sp: 0,
+            },
+            stack,
             payload: None,
             entry: EntryStorage::new(),
             bounds,
@@ -358,20 +378,18 @@ impl Drop for Parked {
         let inner = self.inner();
         // SAFETY:
         // * we own the body (pool object or finished unpooled coroutine);
-        // * a started trampoline is parked in its loop, so `exit` makes it
-        //   return without running user code; then the body is dropped once
-        //   (which unmaps the stack) and the header goes back to the free list.
+        // * its trampoline is parked in its loop or not started, so with
+        //   `exit` set it leaves without running user code and suspends one
+        //   last time, holding nothing; then the body is dropped once (which
+        //   unmaps the stack) and the header goes back to the free list.
         unsafe {
             *self.header().exit.get() = true;
-            let t = &mut (*inner).trampoline;
-            if t.started() && !t.done() {
-                match t.resume(()) {
-                    CoroutineResult::Return(_) => {}
-                    CoroutineResult::Yield(_) => {
-                        unreachable!("a parked trampoline yielded on exit")
-                    }
-                }
-            }
+            let event = switch::resume(ptr::addr_of_mut!((*inner).slots), 0);
+            assert_eq!(
+                Event::from_message(event),
+                Event::Exited,
+                "a parked trampoline did not exit"
+            );
             ptr::drop_in_place(inner);
         }
         free_header(self.0);
@@ -385,15 +403,44 @@ fn below_this_frame() -> usize {
     std::hint::black_box(&marker) as *const u8 as usize
 }
 
-/// A header pointer moved into the trampoline closure.
-#[derive(Clone, Copy)]
-struct HeaderAddr(NonNull<Header>);
+/// Where every body's stack starts (see `switch::init`): the trampoline,
+/// then the last switch, which never comes back.
+///
+/// # Safety
+///
+/// * `header` is the address of the header whose body owns this stack.
+unsafe extern "sysv64" fn trampoline_main(header: usize) -> ! {
+    // SAFETY:
+    // * `init` was given the header's address, which is not null.
+    let h = unsafe { NonNull::new_unchecked(header as *mut Header) };
+    // SAFETY:
+    // * we run on this header's stack, entered by its owner (caller).
+    unsafe { trampoline_loop(h) };
+    // Nothing of the loop is left on the stack: `Parked::drop` unmaps it
+    // after this switch and never resumes us.
+    // SAFETY:
+    // * headers are type-stable; the owner entered us through `resume`.
+    unsafe {
+        switch::suspend(
+            ptr::addr_of_mut!((*h.as_ref().inner()).slots),
+            Event::Exited as usize,
+        )
+    };
+    // SAFETY:
+    // * see above: an exited trampoline is never resumed.
+    unsafe { std::hint::unreachable_unchecked() }
+}
 
-/// The loop every body runs: one entry after another, parked in between.
-fn trampoline_main(h: HeaderAddr, y: &Yielder<(), Event>) {
+/// The loop every body runs: one entry after another, parked in between,
+/// until the owner sets `exit`.
+///
+/// # Safety
+///
+/// * We run on `h`'s stack, entered through `switch::resume` by the owner.
+unsafe fn trampoline_loop(h: NonNull<Header>) {
     // SAFETY:
     // * headers are type-stable; the body is installed while it runs.
-    let inner = unsafe { h.0.as_ref() }.inner();
+    let inner = unsafe { h.as_ref() }.inner();
     let page = crate::sys::page_size();
     let keep_from = (below_this_frame() - PARK_MARGIN) & !(page - 1);
     // SAFETY:
@@ -404,13 +451,12 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<(), Event>) {
     //   trampoline's frames are far smaller), so writing the canary there
     //   clobbers nothing.
     unsafe {
-        (*inner).yielder = y;
         (keep_from as *mut u64).write_volatile(CANARY);
         (*inner).keep_from = keep_from;
     }
     // SAFETY:
     // * headers are type-stable.
-    let exit = unsafe { h.0.as_ref() }.exit.get();
+    let exit = unsafe { h.as_ref() }.exit.get();
     loop {
         // SAFETY:
         // * only the owner writes `exit`, before resuming us.
@@ -421,10 +467,7 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<(), Event>) {
         // * `Run` is only sent after `put_entry` (creation stores the entry);
         // * the slot is not touched again until the entry has been moved out.
         let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
-            entry::run(
-                h.0.as_ref().entry_fn.get(),
-                ptr::addr_of_mut!((*inner).entry),
-            )
+            entry::run(h.as_ref().entry_fn.get(), ptr::addr_of_mut!((*inner).entry))
         }));
         // Unpooled bodies park too: dropping the body ends the loop with
         // `exit`, and the loop needs no test of where the body goes.
@@ -439,6 +482,8 @@ fn trampoline_main(h: HeaderAddr, y: &Yielder<(), Event>) {
                 Event::Panicked
             }
         };
-        y.suspend(event);
+        // SAFETY:
+        // * the owner entered us through `resume` (caller's contract).
+        unsafe { switch::suspend(ptr::addr_of_mut!((*inner).slots), event as usize) };
     }
 }

@@ -3,13 +3,12 @@
 use std::fmt;
 use std::io;
 use std::panic::resume_unwind;
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use corosensei::CoroutineResult;
 
 use crate::body::{Event, Header, Parked, RUNNING};
 use crate::builder::Builder;
+use crate::switch::{self, Slots};
 use crate::tls;
 use crate::tls::ThreadCache;
 
@@ -142,6 +141,32 @@ impl Coroutine {
 // the caller's, whose frame may change thread across a yield (see tls.rs).
 #[inline(never)]
 fn enter_raw(header: NonNull<Header>, idle: u64) -> Result<(), EnterError> {
+    let (prev, cache) = enter_begin(header, idle)?;
+    // SAFETY:
+    // * `enter_begin` gave us the RUNNING bit, hence the body; it was
+    //   installed when this generation was created.
+    let message = unsafe { switch::resume(slots_of(header), 0) };
+    enter_end(header, prev, cache, message);
+    Ok(())
+}
+
+/// The switch slots of a body.
+#[inline(always)]
+pub(crate) fn slots_of(header: NonNull<Header>) -> *mut Slots {
+    // SAFETY:
+    // * headers are type-stable; only the address is computed here.
+    unsafe { ptr::addr_of_mut!((*header.as_ref().inner()).slots) }
+}
+
+/// First half of an enter (shared with the C ABI's): take the RUNNING bit
+/// with one CAS and make the coroutine current. Returns what
+/// [`enter_end`] needs back. Only for frames that never change thread
+/// (see `tls::enter_replace_current`).
+#[inline(always)]
+pub(crate) fn enter_begin(
+    header: NonNull<Header>,
+    idle: u64,
+) -> Result<(*const Header, ThreadCache), EnterError> {
     // SAFETY:
     // * headers are type-stable: valid for the whole process.
     let h = unsafe { header.as_ref() };
@@ -151,22 +176,92 @@ fn enter_raw(header: NonNull<Header>, idle: u64) -> Result<(), EnterError> {
     {
         return Err(refused(state, idle));
     }
-    let (prev, cache) = tls::enter_replace_current(h);
+    Ok(tls::enter_replace_current(h))
+}
+
+/// [`enter_begin`] straight from a raw handle (`into_raw`'s word), for the
+/// C ABI. The common case (a warm thread, a claimable coroutine) keeps no
+/// value across a call: compare the handle's generation bits with the
+/// state word's instead of rebuilding the generation (`from_raw`), then
+/// take the RUNNING bit with one CAS on the state just read. Anything else
+/// goes to the general path, so the outcome is always that of `from_raw` +
+/// `enter_begin`: the coroutine is claimed exactly when it is not running
+/// and its generation's low bits are the handle's.
+///
+/// # Safety
+///
+/// * `word` is non-null and came from [`Coroutine::into_raw`].
+#[inline(always)]
+pub(crate) unsafe fn enter_begin_raw(
+    word: usize,
+) -> Result<(NonNull<Header>, *const Header), EnterError> {
     // SAFETY:
-    // * the CAS above gave us the RUNNING bit, hence the body; it was
-    //   installed when this generation was created.
-    let res = unsafe { (*h.inner()).trampoline.resume(()) };
+    // * `into_raw` words hold a header address (caller), never freed.
+    let header = unsafe { NonNull::new_unchecked((word & ADDR_PART) as *mut Header) };
+    // SAFETY:
+    // * as above.
+    let h = unsafe { header.as_ref() };
+    let packed = ((word & LOW_MASK) | ((word >> ADDR_BITS) << LOW_BITS)) as u64;
+    let state = h.state.load(Ordering::Relaxed);
+    // `generation << 1 | RUNNING`: idle with the handle's low generation bits.
+    let claimable = state & ((1 << (GEN_BITS + 1)) - 1) == packed << 1;
+    if claimable
+        && tls::is_warm()
+        && h.state
+            .compare_exchange(state, state | RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
+        return Ok((header, tls::replace_current_warm(h)));
+    }
+    // SAFETY:
+    // * caller's contract.
+    unsafe { enter_begin_raw_slow(word) }
+}
+
+/// The general path of [`enter_begin_raw`].
+///
+/// # Safety
+///
+/// * As `enter_begin_raw`.
+#[cold]
+#[inline(never)]
+unsafe fn enter_begin_raw_slow(
+    word: usize,
+) -> Result<(NonNull<Header>, *const Header), EnterError> {
+    // SAFETY:
+    // * caller's contract.
+    let co = unsafe { Coroutine::from_raw(NonNull::new_unchecked(word as *mut _)) };
+    enter_begin(co.header, co.idle).map(|(prev, _)| (co.header, prev))
+}
+
+/// Second half of an enter, once the coroutine switched back with
+/// `message`: restore the current coroutine, then act on the event.
+#[inline(always)]
+pub(crate) fn enter_end(
+    header: NonNull<Header>,
+    prev: *const Header,
+    cache: ThreadCache,
+    message: usize,
+) {
     cache.restore_current(prev);
-    // The common case alone on the hot path: one compare, and nothing but
-    // the header (in a register the switch preserves) and the cache's
+    let res = Event::from_message(message);
+    // The two common cases inline: nothing but the header and the cache's
     // address kept across the switch (the generation is read back from the
     // state word, which we own while RUNNING).
-    if matches!(res, CoroutineResult::Yield(Event::Finished)) {
-        finish(header, true, cache);
-    } else {
-        after_switch_slow(header, res, cache);
+    match res {
+        Event::Finished => finish(header, true, cache),
+        Event::Yielded => {
+            // SAFETY:
+            // * headers are type-stable: valid for the whole process.
+            let h = unsafe { header.as_ref() };
+            // The coroutine is off its stack now: let anyone enter it. Only
+            // the RUNNING holder writes the state word, so a plain load
+            // reads our own CAS's value.
+            let running = h.state.load(Ordering::Relaxed);
+            h.state.store(running & !RUNNING, Ordering::Release);
+        }
+        _ => after_switch_slow(header, res, cache),
     }
-    Ok(())
 }
 
 /// The refused CAS of `enter_raw`: why.
@@ -180,20 +275,15 @@ fn refused(state: u64, idle: u64) -> EnterError {
     }
 }
 
-/// What `enter_raw` does when the coroutine did not simply finish.
+/// What an enter does when the coroutine did not simply finish or yield.
 #[cold]
 #[inline(never)]
-fn after_switch_slow(header: NonNull<Header>, res: CoroutineResult<Event, ()>, cache: ThreadCache) {
+fn after_switch_slow(header: NonNull<Header>, res: Event, cache: ThreadCache) {
     // SAFETY:
     // * headers are type-stable: valid for the whole process.
     let h = unsafe { header.as_ref() };
     match res {
-        CoroutineResult::Yield(Event::Yielded) => {
-            // The coroutine is off its stack now: let anyone enter it.
-            let running = h.state.load(Ordering::Relaxed);
-            h.state.store(running & !RUNNING, Ordering::Release);
-        }
-        CoroutineResult::Yield(Event::Panicked) => {
+        Event::Panicked => {
             // SAFETY:
             // * we still own the body; the trampoline left the payload there.
             let payload = unsafe { (*h.inner()).payload.take() };
@@ -202,10 +292,8 @@ fn after_switch_slow(header: NonNull<Header>, res: CoroutineResult<Event, ()>, c
                 resume_unwind(p);
             }
         }
-        // Only a body being destroyed returns (see `Parked::drop`).
-        CoroutineResult::Return(()) | CoroutineResult::Yield(Event::Finished) => {
-            finish(header, false, cache)
-        }
+        // Only a body being destroyed exits (see `Parked::drop`).
+        Event::Exited | Event::Finished | Event::Yielded => finish(header, false, cache),
     }
 }
 
@@ -349,6 +437,8 @@ const LOW_BITS: u32 = 8; // Header is 256-byte aligned.
 const LOW_MASK: usize = (1 << LOW_BITS) - 1;
 const HIGH_MASK: usize = (1 << (64 - ADDR_BITS)) - 1;
 const GEN_BITS: u32 = LOW_BITS + (64 - ADDR_BITS);
+/// The header address bits of an `into_raw` word.
+const ADDR_PART: usize = ((1 << ADDR_BITS) - 1) & !LOW_MASK;
 
 impl fmt::Debug for Coroutine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -390,9 +480,13 @@ pub fn try_yield_now() -> Result<(), NotInCoroutine> {
     }
     // SAFETY:
     // * a non-null current header is the coroutine running on this thread:
-    //   we own its body and its trampoline has started (so `yielder` is set
-    //   and lives on this very stack).
-    unsafe { (*(*(*h).inner()).yielder).suspend(Event::Yielded) };
+    //   we own its body, and its enterer's context is in its slots.
+    unsafe {
+        switch::suspend(
+            slots_of(NonNull::new_unchecked(h.cast_mut())),
+            Event::Yielded as usize,
+        )
+    };
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! corral-runtime: stackful coroutines with QEMU's semantics, on corosensei,
-//! whose bodies (stack + parked trampoline) are reused through corral-pool.
+//! corral-runtime: stackful coroutines with QEMU's semantics (x86-64, a
+//! context switch of our own), whose bodies (stack + parked trampoline) are
+//! reused through corral-pool.
 //!
 //! * **QEMU semantics.** [`Coroutine::new`] creates, [`Coroutine::enter`]
 //!   runs until the coroutine [`yield_now`]s or its entry returns;
@@ -23,6 +24,11 @@
 //!   neighbouring stacks merge into one VMA) or `mprotect` elsewhere
 //!   ([`GuardKind`]). A refused stack is an `io::Error` that says what ran out
 //!   ([`Coroutine::try_new`], [`Builder::try_spawn`]).
+//! * **Switching.** Our own context switch (`switch.rs`): a resume from Rust
+//!   pairs its `call` with the yield's `ret` (no mispredicted return when the
+//!   yield is inlined), and [`c_abi`] gives C callers an enter and a yield
+//!   that leave their frames by indirect jumps (none from C either). Both
+//!   follow one protocol, so the two mix on one coroutine.
 //! * **Failures.** A panic in a coroutine resurfaces in whoever entered it
 //!   with its original payload (the body goes back to the pool intact). A
 //!   stack overflow hits the guard page and is reported as
@@ -72,12 +78,14 @@
 pub mod baseline;
 mod body;
 mod builder;
+pub mod c_abi;
 mod coroutine;
 mod entry;
 mod hot;
 mod overflow;
 mod pool;
 mod stack;
+mod switch;
 mod sys;
 mod tls;
 

@@ -114,6 +114,13 @@ pub(crate) fn cache() -> ThreadCache {
 /// The running coroutine's header, or null outside coroutines.
 #[inline(never)]
 pub(crate) fn current() -> *const Header {
+    current_inline()
+}
+
+/// [`current`] inlined: only for `#[inline(never)]` functions whose frame
+/// does not span a switch (the C ABI's halves of enter and yield).
+#[inline(always)]
+pub(crate) fn current_inline() -> *const Header {
     CACHE.with(|c| c.current.get())
 }
 
@@ -133,6 +140,21 @@ pub(crate) fn enter_replace_current(new: *const Header) -> (*const Header, Threa
         first_enter_on_thread();
     }
     (c.get().current.replace(new), c)
+}
+
+/// Whether this thread has entered a coroutine before (it has its counter
+/// block and signal stack), so [`replace_current_warm`] may be used.
+#[inline(always)]
+pub(crate) fn is_warm() -> bool {
+    cache().block().is_some()
+}
+
+/// [`enter_replace_current`] on a thread where [`is_warm`] holds: makes
+/// `new` the running coroutine and returns the previous one. Same rules
+/// as `enter_replace_current`.
+#[inline(always)]
+pub(crate) fn replace_current_warm(new: *const Header) -> *const Header {
+    cache().get().current.replace(new)
 }
 
 /// Records the block [`hot::claim`] gave this thread.

@@ -2,7 +2,9 @@
 //! in-coroutine, entered, terminated, pool counters.
 
 use crate::boundary::{abort_with, fail, guard, set_error};
-use corral_runtime::{Coroutine, EnterError, NotInCoroutine};
+use corral_runtime::c_abi::{self, Refusal};
+use corral_runtime::Coroutine;
+use std::arch::naked_asm;
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 
@@ -134,15 +136,31 @@ fn create(
     }
 }
 
-/// Enters the coroutine behind `handle`; the errno and message on misuse.
-/// The runtime's `try_enter` detects misuse with the same compare-and-swap
-/// that claims the coroutine, so the check costs nothing extra.
-fn enter_handle(handle: *const CorralCo) -> Result<(), (i32, &'static str)> {
-    let co = coroutine_of(handle).ok_or((libc::EINVAL, MSG_NULL))?;
-    co.try_enter().map_err(|error| match error {
-        EnterError::Running => (libc::EBUSY, MSG_REENTERED),
-        EnterError::Terminated => (libc::EINVAL, MSG_TERMINATED),
-    })
+// Enter and yield are the runtime's assembly entry points (`c_abi`), which
+// leave their frames without a `ret` so that a round trip from C costs no
+// mispredicted return. Each exported function below is two instructions:
+// load its refusal handler, jump to the runtime's entry (no frame of its
+// own). The handlers run only on misuse and map it to errno and message.
+
+/// errno and message of a refusal.
+fn refusal_error(refusal: Refusal) -> (i32, &'static str) {
+    match refusal {
+        Refusal::Null => (libc::EINVAL, MSG_NULL),
+        Refusal::Running => (libc::EBUSY, MSG_REENTERED),
+        Refusal::Terminated => (libc::EINVAL, MSG_TERMINATED),
+        Refusal::NotInCoroutine => (libc::EPERM, MSG_YIELD_OUTSIDE),
+    }
+}
+
+/// Refusal handler of `corral_co_enter` and `corral_co_yield`: `-errno`.
+extern "C" fn refused_errno(refusal: Refusal) -> i32 {
+    let (errno, message) = refusal_error(refusal);
+    fail(errno, message)
+}
+
+/// Refusal handler of the `_or_abort` forms: the clear abort.
+extern "C" fn refused_abort(refusal: Refusal) -> i32 {
+    abort_with(refusal_error(refusal).1)
 }
 
 /// `corral_co_enter`: runs the coroutine until it yields or terminates.
@@ -152,11 +170,14 @@ fn enter_handle(handle: *const CorralCo) -> Result<(), (i32, &'static str)> {
 ///
 /// * `co` is NULL or a pointer returned by `corral_co_create`.
 #[no_mangle]
+#[unsafe(naked)]
 pub unsafe extern "C" fn corral_co_enter(co: *mut CorralCo) -> i32 {
-    guard(|| match enter_handle(co) {
-        Ok(()) => 0,
-        Err((errno, message)) => fail(errno, message),
-    })
+    naked_asm!(
+        "lea rsi, [rip + {handler}]",
+        "jmp {enter}",
+        handler = sym refused_errno,
+        enter = sym c_abi::enter,
+    )
 }
 
 /// `corral_co_enter_or_abort`: as `corral_co_enter`, aborting on misuse.
@@ -165,31 +186,38 @@ pub unsafe extern "C" fn corral_co_enter(co: *mut CorralCo) -> i32 {
 ///
 /// * `co` is NULL or a pointer returned by `corral_co_create`.
 #[no_mangle]
+#[unsafe(naked)]
 pub unsafe extern "C" fn corral_co_enter_or_abort(co: *mut CorralCo) {
-    guard(|| {
-        if let Err((_, message)) = enter_handle(co) {
-            abort_with(message);
-        }
-    })
+    naked_asm!(
+        "lea rsi, [rip + {handler}]",
+        "jmp {enter}",
+        handler = sym refused_abort,
+        enter = sym c_abi::enter,
+    )
 }
 
 /// `corral_co_yield`: 0 once resumed, `-EPERM` outside a coroutine.
 #[no_mangle]
+#[unsafe(naked)]
 pub extern "C" fn corral_co_yield() -> i32 {
-    guard(|| match corral_runtime::try_yield_now() {
-        Ok(()) => 0,
-        Err(NotInCoroutine) => fail(libc::EPERM, MSG_YIELD_OUTSIDE),
-    })
+    naked_asm!(
+        "lea rdi, [rip + {handler}]",
+        "jmp {yield_}",
+        handler = sym refused_errno,
+        yield_ = sym c_abi::yield_,
+    )
 }
 
 /// `corral_co_yield_or_abort`: as `corral_co_yield`, aborting outside a coroutine.
 #[no_mangle]
+#[unsafe(naked)]
 pub extern "C" fn corral_co_yield_or_abort() {
-    guard(|| {
-        if corral_runtime::try_yield_now().is_err() {
-            abort_with(MSG_YIELD_OUTSIDE);
-        }
-    })
+    naked_asm!(
+        "lea rdi, [rip + {handler}]",
+        "jmp {yield_}",
+        handler = sym refused_abort,
+        yield_ = sym c_abi::yield_,
+    )
 }
 
 /// `corral_co_self`: the running coroutine, NULL outside coroutines.

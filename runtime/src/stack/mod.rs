@@ -1,5 +1,5 @@
 //! corral's coroutine stack: one `mmap`, `MAP_NORESERVE`, a guard page at the
-//! bottom (see [`GuardKind`]), implementing corosensei's [`corosensei::stack::Stack`].
+//! bottom (see [`GuardKind`]).
 //!
 //! ```text
 //!  bottom (limit)                                              top (base)
@@ -14,7 +14,9 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use corosensei::stack::{StackPointer, MIN_STACK_SIZE};
+/// The smallest usable size a stack gets (requests below it are raised):
+/// room for the trampoline's frames and a small entry.
+pub(crate) const MIN_STACK_SIZE: usize = 4096;
 
 pub(crate) use error::explain;
 pub use guard::{install_supported, GuardKind};
@@ -38,8 +40,7 @@ pub fn live_stacks() -> usize {
 #[derive(Debug)]
 pub struct Stack {
     bottom: usize,
-    /// `bottom + len`, kept so that corosensei's `base()` (read on every
-    /// resume) is one load.
+    /// `bottom + len`: the (exclusive) top the stack grows down from.
     top: NonZeroUsize,
     len: usize,
     kind: GuardKind,
@@ -120,7 +121,7 @@ impl Stack {
         self.bottom..self.top()
     }
 
-    /// Address bounds (kept by the body, since corosensei owns the stack).
+    /// Address bounds (a copy the overflow handler and the release hook read).
     pub(crate) fn bounds(&self) -> Bounds {
         Bounds {
             bottom: self.bottom,
@@ -169,7 +170,7 @@ impl Bounds {
 }
 
 /// The usable size a stack asked for with `size` bytes gets (whole pages,
-/// at least corosensei's minimum).
+/// at least [`MIN_STACK_SIZE`]).
 #[inline]
 pub fn usable_size(size: usize) -> usize {
     let page = page_size();
@@ -191,21 +192,5 @@ impl Drop for Stack {
         let rc = unsafe { libc::munmap(self.bottom as *mut libc::c_void, self.len) };
         debug_assert_eq!(rc, 0, "munmap of a coroutine stack failed");
         LIVE_STACKS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY:
-// * the mapping has a guard page at its bottom that faults on access
-//   (installed marker or PROT_NONE), and at least MIN_STACK_SIZE usable bytes;
-// * `top` and `bottom` are page aligned, hence STACK_ALIGNMENT aligned.
-unsafe impl corosensei::stack::Stack for Stack {
-    #[inline]
-    fn base(&self) -> StackPointer {
-        self.top
-    }
-
-    #[inline]
-    fn limit(&self) -> StackPointer {
-        NonZeroUsize::new(self.bottom).expect("stack bottom is not null")
     }
 }

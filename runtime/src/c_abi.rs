@@ -1,0 +1,221 @@
+//! Enter and yield for a C ABI, written so that neither costs a
+//! mispredicted return.
+//!
+//! A C program calls `enter` and `yield` as functions. If they returned
+//! with `ret`, each return would pop the wrong entry from the CPU's
+//! return-stack buffer (the coroutine's and the enterer's calls
+//! interleave), and an enter+yield round trip would pay two mispredictions:
+//! more than the rest of the switch. So both are written in assembly and
+//! leave every frame with an indirect jump (`pop rcx; jmp rcx`), which the
+//! branch target predictor gets right; only the calls into the Rust halves
+//! of the work return normally, in pairs. They follow the switch protocol
+//! of `switch.rs`, so a coroutine entered from C may yield from Rust and
+//! the other way round.
+//!
+//! A refusal (NULL handle, entering a running or terminated coroutine,
+//! yielding outside a coroutine) calls the caller's handler with a
+//! [`Refusal`] and returns what the handler returns: the C ABI crate maps it
+//! to its errno and message. A panic of Rust code in the coroutine aborts
+//! the process (it cannot unwind into C).
+
+use std::arch::naked_asm;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use crate::body::{Event, Header};
+use crate::coroutine::{enter_begin_raw, enter_end, slots_of};
+use crate::tls;
+use crate::EnterError;
+
+/// Saves a C caller's callee-saved registers (the other side of a switch
+/// clobbers them).
+macro_rules! push_callee_saved {
+    () => {
+        "push rbp\npush rbx\npush r12\npush r13\npush r14\npush r15"
+    };
+}
+
+/// Restores what [`push_callee_saved`] saved.
+macro_rules! pop_callee_saved {
+    () => {
+        "pop r15\npop r14\npop r13\npop r12\npop rbx\npop rbp"
+    };
+}
+
+/// Why a C enter or yield did not switch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The handle was NULL.
+    Null = 1,
+    /// The coroutine is running (QEMU's "re-entered recursively").
+    Running = 2,
+    /// The coroutine has terminated.
+    Terminated = 3,
+    /// `yield` was called outside a coroutine.
+    NotInCoroutine = 4,
+}
+
+/// A refusal handler: its return value is what `enter`/`yield` return.
+pub type RefusalHandler = extern "C" fn(Refusal) -> i32;
+
+/// Return values of the Rust halves below this are refusals, not slots.
+const SMALLEST_SLOTS: usize = 4096;
+
+/// What `c_enter_begin` returns: in `rax` the slots to resume or a
+/// [`Refusal`] code (below [`SMALLEST_SLOTS`]); in `rdx` the coroutine that
+/// was current before, which the assembly keeps across the switch.
+#[repr(C)]
+struct Begun {
+    slots: usize,
+    prev: *const Header,
+}
+
+/// Rust half of `enter` before the switch.
+///
+/// # Safety
+///
+/// * `handle` is NULL or a handle of `Coroutine::into_raw`.
+unsafe extern "sysv64" fn c_enter_begin(handle: *mut c_void) -> Begun {
+    let refused = |r: Refusal| Begun {
+        slots: r as usize,
+        prev: std::ptr::null(),
+    };
+    if handle.is_null() {
+        return refused(Refusal::Null);
+    }
+    // SAFETY:
+    // * a non-null handle of `into_raw` (caller).
+    match unsafe { enter_begin_raw(handle as usize) } {
+        Ok((header, prev)) => Begun {
+            slots: slots_of(header) as usize,
+            prev,
+        },
+        Err(EnterError::Running) => refused(Refusal::Running),
+        Err(EnterError::Terminated) => refused(Refusal::Terminated),
+    }
+}
+
+/// Rust half of `enter` after the switch came back with `message`.
+///
+/// The entered coroutine is still this thread's current one (only its
+/// enterer restores it), so the header comes from the thread-local; this
+/// frame does not span a switch, so the thread-local read may be inlined.
+///
+/// # Safety
+///
+/// * `prev` is what `c_enter_begin` returned on this thread, whose switch
+///   came back with `message`.
+unsafe extern "sysv64" fn c_enter_end(prev: *const Header, message: usize) {
+    let cache = tls::cache();
+    // SAFETY:
+    // * set by `c_enter_begin` to a header (not null) and not changed since:
+    //   every enter in between restored it.
+    let header = unsafe { NonNull::new_unchecked(tls::current_inline().cast_mut()) };
+    enter_end(header, prev, cache, message);
+}
+
+/// Rust half of `yield`: the running coroutine's slots, or
+/// [`Refusal::NotInCoroutine`].
+///
+/// Its frame ends before the switch, so the thread-local read may be
+/// inlined here.
+extern "sysv64" fn c_yield_begin() -> usize {
+    match NonNull::new(tls::current_inline().cast_mut()) {
+        Some(h) => slots_of(h) as usize,
+        None => Refusal::NotInCoroutine as usize,
+    }
+}
+
+/// Enters the coroutine of `handle` (a `Coroutine::into_raw` word) until it
+/// yields or terminates; returns 0, or what `refused` returns.
+///
+/// # Safety
+///
+/// * `handle` is NULL or a handle made by [`Coroutine::into_raw`];
+/// * called from C (or Rust) as an ordinary `extern "C"` function.
+#[unsafe(naked)]
+pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> i32 {
+    naked_asm!(
+        // The handler (for a refusal) and `prev`; aligns rsp.
+        "sub rsp, 24",
+        "mov [rsp + 8], rsi",
+        // The CAS in here runs before the pushes below: a locked
+        // instruction waits for every store before it to drain.
+        "call {begin}",
+        "cmp rax, {smallest}",
+        "jb 3f",
+        "mov [rsp], rdx",
+        // The coroutine clobbers our caller's callee-saved registers.
+        push_callee_saved!(),
+        // Resume (switch.rs protocol); back here when it switches back.
+        "mov rsi, rax",
+        "xor edi, edi",
+        "mov rax, [rsi]",
+        "call [rax]",
+        pop_callee_saved!(),
+        "mov rsi, rdi",
+        "mov rdi, [rsp]",
+        "call {end}",
+        "xor eax, eax",
+        "2:",
+        "add rsp, 24",
+        "pop rcx",
+        "jmp rcx",
+        // Refused: the handler's value is ours.
+        "3:",
+        "mov edi, eax",
+        "call [rsp + 8]",
+        "jmp 2b",
+        begin = sym c_enter_begin,
+        end = sym c_enter_end,
+        smallest = const SMALLEST_SLOTS,
+    )
+}
+
+/// Yields the running coroutine to whoever entered it; returns 0 when it is
+/// entered again, or at once what `refused` returns outside a coroutine.
+///
+/// # Safety
+///
+/// * Called from C (or Rust) as an ordinary `extern "C"` function.
+#[unsafe(naked)]
+pub unsafe extern "C" fn yield_(refused: RefusalHandler) -> i32 {
+    naked_asm!(
+        // The handler, kept for a refusal; aligns rsp.
+        "push rdi",
+        "call {begin}",
+        "cmp rax, {smallest}",
+        "jb 3f",
+        // Our C caller's callee-saved registers, restored when resumed.
+        push_callee_saved!(),
+        // Suspend (switch.rs protocol): resume pc on top, then to the enterer.
+        "mov rsi, rax",
+        "lea rax, [rip + 2f]",
+        "push rax",
+        "mov [rsi], rsp",
+        "mov rsp, [rsi + {parent_sp}]",
+        "mov edi, {yielded}",
+        "pop rcx",
+        "jmp rcx",
+        // Resumed: land, skip the resume pc, restore, back to C.
+        "2:",
+        "mov [rsi + {parent_sp}], rsp",
+        "lea rsp, [rax + 8]",
+        pop_callee_saved!(),
+        "xor eax, eax",
+        "add rsp, 8",
+        "pop rcx",
+        "jmp rcx",
+        // Refused: the handler's value is ours.
+        "3:",
+        "mov edi, eax",
+        "call [rsp]",
+        "add rsp, 8",
+        "ret",
+        begin = sym c_yield_begin,
+        smallest = const SMALLEST_SLOTS,
+        parent_sp = const crate::switch::PARENT_SP,
+        yielded = const Event::Yielded as usize,
+    )
+}
