@@ -23,22 +23,22 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 
 use crate::body::{Event, Header};
-use crate::coroutine::{enter_begin_raw, enter_end, slots_of};
+use crate::coroutine::{enter_begin_raw, enter_end, slots_of, try_claim_warm};
 use crate::tls;
 use crate::EnterError;
 
-/// Saves a C caller's callee-saved registers (the other side of a switch
-/// clobbers them).
-macro_rules! push_callee_saved {
+/// Saves a C caller's callee-saved registers but rbx, which the two entry
+/// points save first (the other side of a switch clobbers them all).
+macro_rules! push_callee_saved_but_rbx {
     () => {
-        "push rbp\npush rbx\npush r12\npush r13\npush r14\npush r15"
+        "push rbp\npush r12\npush r13\npush r14\npush r15"
     };
 }
 
-/// Restores what [`push_callee_saved`] saved.
-macro_rules! pop_callee_saved {
+/// Restores what [`push_callee_saved_but_rbx`] saved.
+macro_rules! pop_callee_saved_but_rbx {
     () => {
-        "pop r15\npop r14\npop r13\npop r12\npop rbx\npop rbp"
+        "pop r15\npop r14\npop r13\npop r12\npop rbp"
     };
 }
 
@@ -77,6 +77,28 @@ struct Begun {
 ///
 /// * `handle` is NULL or a handle of `Coroutine::into_raw`.
 unsafe extern "sysv64" fn c_enter_begin(handle: *mut c_void) -> Begun {
+    // SAFETY:
+    // * NULL or a handle of `into_raw` (caller).
+    match unsafe { try_claim_warm(handle as usize) } {
+        Some((header, prev)) => Begun {
+            slots: slots_of(header) as usize,
+            prev,
+        },
+        // SAFETY:
+        // * as above.
+        None => unsafe { c_enter_begin_slow(handle) },
+    }
+}
+
+/// Everything `c_enter_begin`'s fast path does not handle: NULL, refusals,
+/// a thread's first enter.
+///
+/// # Safety
+///
+/// * As `c_enter_begin`.
+#[cold]
+#[inline(never)]
+unsafe fn c_enter_begin_slow(handle: *mut c_void) -> Begun {
     let refused = |r: Refusal| Begun {
         slots: r as usize,
         prev: std::ptr::null(),
@@ -137,36 +159,37 @@ extern "sysv64" fn c_yield_begin() -> usize {
 #[unsafe(naked)]
 pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> i32 {
     naked_asm!(
-        // The handler (for a refusal) and `prev`; aligns rsp.
-        "sub rsp, 24",
-        "mov [rsp + 8], rsi",
+        // Our caller's rbx goes first: rbx then keeps the handler across
+        // the call (the Rust half preserves it). Aligns rsp.
+        "push rbx",
+        "mov rbx, rsi",
         // The CAS in here runs before the pushes below: a locked
         // instruction waits for every store before it to drain.
         "call {begin}",
         "cmp rax, {smallest}",
         "jb 3f",
-        "mov [rsp], rdx",
-        // The coroutine clobbers our caller's callee-saved registers.
-        push_callee_saved!(),
+        // `prev` for the second half, then the rest of our caller's
+        // callee-saved registers (the coroutine clobbers them).
+        "push rdx",
+        push_callee_saved_but_rbx!(),
         // Resume (switch.rs protocol); back here when it switches back.
         "mov rsi, rax",
-        "xor edi, edi",
         "mov rax, [rsi]",
         "call [rax]",
-        pop_callee_saved!(),
+        pop_callee_saved_but_rbx!(),
         "mov rsi, rdi",
-        "mov rdi, [rsp]",
+        "pop rdi",
         "call {end}",
+        "pop rbx",
         "xor eax, eax",
-        "2:",
-        "add rsp, 24",
         "pop rcx",
         "jmp rcx",
         // Refused: the handler's value is ours.
         "3:",
         "mov edi, eax",
-        "call [rsp + 8]",
-        "jmp 2b",
+        "call rbx",
+        "pop rbx",
+        "ret",
         begin = sym c_enter_begin,
         end = sym c_enter_end,
         smallest = const SMALLEST_SLOTS,
@@ -182,13 +205,15 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
 #[unsafe(naked)]
 pub unsafe extern "C" fn yield_(refused: RefusalHandler) -> i32 {
     naked_asm!(
-        // The handler, kept for a refusal; aligns rsp.
-        "push rdi",
+        // As in `enter`: rbx keeps the handler across the call.
+        "push rbx",
+        "mov rbx, rdi",
         "call {begin}",
         "cmp rax, {smallest}",
         "jb 3f",
-        // Our C caller's callee-saved registers, restored when resumed.
-        push_callee_saved!(),
+        // The rest of our caller's callee-saved registers, restored when
+        // we are resumed.
+        push_callee_saved_but_rbx!(),
         // Suspend (switch.rs protocol): resume pc on top, then to the enterer.
         "mov rsi, rax",
         "lea rax, [rip + 2f]",
@@ -202,16 +227,16 @@ pub unsafe extern "C" fn yield_(refused: RefusalHandler) -> i32 {
         "2:",
         "mov [rsi + {parent_sp}], rsp",
         "lea rsp, [rax + 8]",
-        pop_callee_saved!(),
+        pop_callee_saved_but_rbx!(),
+        "pop rbx",
         "xor eax, eax",
-        "add rsp, 8",
         "pop rcx",
         "jmp rcx",
         // Refused: the handler's value is ours.
         "3:",
         "mov edi, eax",
-        "call [rsp]",
-        "add rsp, 8",
+        "call rbx",
+        "pop rbx",
         "ret",
         begin = sym c_yield_begin,
         smallest = const SMALLEST_SLOTS,

@@ -179,27 +179,28 @@ pub(crate) fn enter_begin(
     Ok(tls::enter_replace_current(h))
 }
 
-/// [`enter_begin`] straight from a raw handle (`into_raw`'s word), for the
-/// C ABI. The common case (a warm thread, a claimable coroutine) keeps no
-/// value across a call: compare the handle's generation bits with the
-/// state word's instead of rebuilding the generation (`from_raw`), then
-/// take the RUNNING bit with one CAS on the state just read. Anything else
-/// goes to the general path, so the outcome is always that of `from_raw` +
-/// `enter_begin`: the coroutine is claimed exactly when it is not running
-/// and its generation's low bits are the handle's.
+/// The C ABI's fast claim from a raw handle (`into_raw`'s word): on a warm
+/// thread (see `tls::is_warm`), a non-null handle of a coroutine that is
+/// not running is claimed like [`enter_begin`] does, and made current;
+/// returns the header and the previous current coroutine. `None` (nothing
+/// changed) in every other case: the caller then takes the general path,
+/// [`enter_begin_raw`].
+///
+/// Instead of rebuilding the full generation (`from_raw`), it compares the
+/// handle's generation bits with the state word's and CASes the state just
+/// read: the coroutine is claimed exactly when it is not running and its
+/// generation's low bits are the handle's, as with `from_raw` +
+/// `enter_begin`. No value lives across a call, so the compiler needs no
+/// saved registers on this path.
 ///
 /// # Safety
 ///
-/// * `word` is non-null and came from [`Coroutine::into_raw`].
+/// * `word` is 0 or came from [`Coroutine::into_raw`].
 #[inline(always)]
-pub(crate) unsafe fn enter_begin_raw(
-    word: usize,
-) -> Result<(NonNull<Header>, *const Header), EnterError> {
+pub(crate) unsafe fn try_claim_warm(word: usize) -> Option<(NonNull<Header>, *const Header)> {
+    let header = NonNull::new((word & ADDR_PART) as *mut Header)?;
     // SAFETY:
     // * `into_raw` words hold a header address (caller), never freed.
-    let header = unsafe { NonNull::new_unchecked((word & ADDR_PART) as *mut Header) };
-    // SAFETY:
-    // * as above.
     let h = unsafe { header.as_ref() };
     let packed = ((word & LOW_MASK) | ((word >> ADDR_BITS) << LOW_BITS)) as u64;
     let state = h.state.load(Ordering::Relaxed);
@@ -211,21 +212,18 @@ pub(crate) unsafe fn enter_begin_raw(
             .compare_exchange(state, state | RUNNING, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     {
-        return Ok((header, tls::replace_current_warm(h)));
+        return Some((header, tls::replace_current_warm(h)));
     }
-    // SAFETY:
-    // * caller's contract.
-    unsafe { enter_begin_raw_slow(word) }
+    None
 }
 
-/// The general path of [`enter_begin_raw`].
+/// [`enter_begin`] from a raw handle, for the C ABI (the general path of
+/// [`try_claim_warm`]).
 ///
 /// # Safety
 ///
-/// * As `enter_begin_raw`.
-#[cold]
-#[inline(never)]
-unsafe fn enter_begin_raw_slow(
+/// * `word` is non-null and came from [`Coroutine::into_raw`].
+pub(crate) unsafe fn enter_begin_raw(
     word: usize,
 ) -> Result<(NonNull<Header>, *const Header), EnterError> {
     // SAFETY:
