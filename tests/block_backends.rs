@@ -536,3 +536,52 @@ fn aio_requests_small_and_big_closures_complete_in_order() {
         assert_eq!(dev.in_flight(), 0, "{kind}");
     }
 }
+
+/// A chain of AIO-face requests that complete inline (each callback submits the next, on
+/// the inline null backend) never runs to its end inside one event-loop iteration: the
+/// worker running it hands the rest back to the loop after a bounded number of requests,
+/// so a bottom half scheduled meanwhile gets its turn many times during the chain.
+#[test]
+fn an_inline_request_chain_returns_to_the_event_loop() {
+    fn chain(dev: BlockDevice, left: Arc<AtomicUsize>) {
+        let d = dev.clone();
+        dev.aio_pread(0, vec![0u8; 512], move |_, res| {
+            assert_eq!(res.unwrap(), 512);
+            if left.fetch_sub(1, Ordering::Relaxed) > 1 {
+                chain(d, left);
+            }
+        });
+    }
+    let ctx = AioContext::new().unwrap();
+    let opts = OpenOptions {
+        backend: BackendKind::Null,
+        ..OpenOptions::default()
+    };
+    let dev = BlockDevice::open(&ctx, "/dev/null", &opts).unwrap();
+    const CHAIN: usize = 4096;
+    let left = Arc::new(AtomicUsize::new(CHAIN));
+    // A ticker: runs once per loop iteration while the chain is running.
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let bh_slot = Arc::new(Mutex::new(None::<corral::aio::Bh>));
+    let (t, l, s) = (ticks.clone(), left.clone(), bh_slot.clone());
+    let ticker = ctx.bh_new(move || {
+        t.fetch_add(1, Ordering::Relaxed);
+        if l.load(Ordering::Relaxed) > 0 {
+            if let Some(bh) = &*s.lock().unwrap() {
+                bh.schedule();
+            }
+        }
+    });
+    *bh_slot.lock().unwrap() = Some(ticker.clone());
+    ticker.schedule();
+    chain(dev.clone(), left.clone());
+    dev.drain().unwrap();
+    assert_eq!(left.load(Ordering::Relaxed), 0);
+    let ticks = ticks.load(Ordering::Relaxed);
+    assert!(
+        ticks >= CHAIN / 64,
+        "the event loop turned only {ticks} times during a chain of {CHAIN} inline requests"
+    );
+    bh_slot.lock().unwrap().take();
+    ticker.delete();
+}
