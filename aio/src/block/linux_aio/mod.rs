@@ -32,9 +32,11 @@ use sys::{AioContextId, IoEvent, Iocb};
 const MAX_EVENTS: usize = 1024;
 /// iocbs per `io_submit`.
 const SUBMIT_BATCH: usize = 256;
-/// Requests per early `io_submit` while a device's completions are delivered (the figure
-/// measured for the io-uring backend).
-const EARLY_SUBMIT: usize = 8;
+/// Requests per early `io_submit` while a device's completions are delivered: one, each
+/// goes at once (see the io-uring backend's `EARLY_FLUSH`). Measured (O_DIRECT 4 KiB random
+/// reads, depth 64, 8 interleaved rounds, medians): groups of 8 80.5 K IOPS at 4.11 us CPU
+/// per request, 1: 84.2 K at 5.28 us, fio libaio 86.0 K at 5.85 us.
+const EARLY_SUBMIT: usize = 1;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -267,7 +269,7 @@ impl RingDriver for Shared {
 
 impl Shared {
     /// While reaping a device's completions: sends the resubmissions of woken coroutines
-    /// every `EARLY_SUBMIT` requests, so the device is not left idle until the batch ends
+    /// every `EARLY_SUBMIT` requests, so the device is not left shallow until the batch ends
     /// (as in the io-uring backend; page-cache reads, which complete inside `io_submit`,
     /// keep one call per batch).
     fn submit_early(&self) {
