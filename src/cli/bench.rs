@@ -6,6 +6,7 @@
 //! next one, keeping `--depth` in flight.
 //! Everything runs on the calling thread's `AioContext`.
 
+use super::block_shuffle::BlockShuffle;
 use corral::aio::block::{AllocMode, BackendKind, BackendStats, BlockDevice, OpenOptions};
 use corral::aio::{AioContext, PollParams};
 use hdrhistogram::Histogram;
@@ -34,7 +35,8 @@ pub(crate) struct Args {
     /// Write instead of read.
     #[arg(short = 'w', long)]
     write: bool,
-    /// Random offsets (aligned to --size) instead of sequential ones.
+    /// Random offsets (aligned to --size) instead of sequential ones; like fio's default
+    /// random map, no block is read twice before every block was read once.
     #[arg(long)]
     random: bool,
     /// O_DIRECT: bypass the page cache.
@@ -109,8 +111,7 @@ struct Run {
     size: u64,
     span: u64,
     random: bool,
-    rng: u64,
-    blocks: u64,
+    shuffle: BlockShuffle,
     next_seq: u64,
     count: u64,
     submitted: u64,
@@ -129,11 +130,7 @@ thread_local! {
 impl Run {
     fn next_offset(&mut self) -> u64 {
         if self.random {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            // Multiply-shift maps the random word onto 0..blocks without a division.
-            ((self.rng as u128 * self.blocks as u128) >> 64) as u64 * self.size
+            self.shuffle.next_block() * self.size
         } else {
             // Sequential, wrapping at the end like `qemu-img bench`'s step.
             let offset = self.next_seq;
@@ -295,8 +292,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             size: args.size as u64,
             span,
             random: args.random,
-            rng: 0x9e37_79b9_7f4a_7c15,
-            blocks: (span / args.size as u64).max(1),
+            shuffle: BlockShuffle::new(span / args.size as u64, 0x9e37_79b9_7f4a_7c15),
             next_seq: 0,
             count,
             submitted: 0,
