@@ -220,12 +220,14 @@ impl State {
         loop {
             s.stats.submit_calls += 1;
             let ready_before = s.ring.completion().len();
+            // Completions held back as task work: the call posts them too.
+            let held_back = s.ring.submission().taskrun();
             match s.ring.submit() {
                 Ok(n) => {
                     // Most completed inside the call: page-cache reads, which gain nothing
                     // from early flushes. Few: a device, which does.
                     let inline = s.ring.completion().len().saturating_sub(ready_before);
-                    if n > 0 {
+                    if n >= ring_driver::GUESS_MIN_BATCH && !held_back {
                         s.early_flush = inline * 2 < n;
                     }
                     s.unsubmitted = s.unsubmitted.saturating_sub(n);

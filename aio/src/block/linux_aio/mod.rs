@@ -308,7 +308,7 @@ impl Shared {
                 if let (Ok(taken), Some(ring)) = (&res, s.ring.as_ref()) {
                     // Most complete inside the call: page-cache reads. Few: a device.
                     let inline = ring.len().saturating_sub(ready_before);
-                    if *taken > 0 {
+                    if *taken >= ring_driver::GUESS_MIN_BATCH {
                         s.early_submit = inline * 2 < *taken;
                     }
                 }
