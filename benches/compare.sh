@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares corral with fio and qemu-img on 4 KiB reads at depth 64 from one file:
 # O_DIRECT (device-bound) and page-cache reads (CPU-bound), rounds interleaved, medians.
-# Random offsets for corral and fio; `qemu-img bench` only reads sequentially, so corral
+# Random offsets for corral and fio, each block at most once (fio's default random map,
+# corral's --random); `qemu-img bench` only reads sequentially, so corral
 # also runs sequentially beside it (mode *-seq).
 #
 #   benches/compare.sh [FILE]        (default: target/compare-1g.img, created if missing)
@@ -89,6 +90,7 @@ run_qemu() { # aio|null-co|null-aio mode count
     rm -f "$RESULTS.q" "$RESULTS.t"
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
     echo "compare.sh: round $round of $ROUNDS" >&2
     run_corral_null null pooled "$COUNT_NULL"
@@ -109,6 +111,7 @@ done
 
 echo
 echo "4 KiB reads (random unless *-seq; null-*: no I/O), depth $DEPTH, $ROUNDS interleaved rounds, medians ($FILE)"
+echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-9s %-10s %-10s %10s %14s\n' engine backend mode IOPS "CPU us/req"
 sort -k3,3 -k1,1 -k2,2 "$RESULTS" | awk '
     function median(s,   n, a, i, j, t) {
