@@ -5,7 +5,8 @@
 //!   request of an iteration or at the end of completion processing (run plugged). When
 //!   completions come from a device (few complete inside `io_uring_enter`), the
 //!   resubmission of each woken coroutine goes at once while a batch is still being
-//!   delivered, so the device keeps the whole depth instead of waiting for the batch's end.
+//!   delivered (sequential ones in small groups, to be merged: `ring_driver::Sequence`),
+//!   so the device keeps the whole depth instead of waiting for the batch's end.
 //! * Completions are reaped from the completion ring without a system call: in the poll
 //!   handler while the context polls, from the ring fd's handler (it is readable while
 //!   CQEs wait) when it sleeps, and once right after each submit (page-cache reads are
@@ -18,7 +19,7 @@
 use super::bound::{while_raised, ThreadBound};
 use super::glue;
 use super::request::{self, Op, Request, RequestQueue};
-use super::ring_driver::{self, RingDriver};
+use super::ring_driver::{self, RingDriver, Sequence};
 use super::{Backend, BackendStats};
 use crate::{AioContext, Bh};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -31,15 +32,6 @@ use std::sync::{Arc, OnceLock};
 const SQ_ENTRIES: u32 = 256;
 /// Completion ring size (the kernel's default, twice the submission ring).
 const CQ_ENTRIES: usize = 2 * SQ_ENTRIES as usize;
-
-/// While a device's completions are delivered, resubmissions go to the kernel in groups
-/// of this many rather than all at the end. One: each goes at once, as fio does with its
-/// default `iodepth_batch_submit=1`. A request held back in the submission ring is a
-/// request the device is not working on: grouped by 8, about 3.5 of the 64 wait there on
-/// average, and the device runs that much shallower. Measured (O_DIRECT 4 KiB random
-/// reads, depth 64, 1 GiB file, 8 interleaved rounds, medians): groups of 8 81.0 K IOPS
-/// at 3.95 us CPU per request, 1: 85.7 K at 5.23 us, fio io_uring 84.5 K at 5.58 us.
-const EARLY_FLUSH: usize = 1;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -71,6 +63,8 @@ struct State {
     /// Whether completions come from a device (few complete inside `io_uring_enter`), so
     /// resubmissions are sent while a batch of completions is still being delivered.
     early_flush: bool,
+    /// When resubmissions go while completions are delivered.
+    sequence: Sequence,
     stats: BackendStats,
 }
 
@@ -110,6 +104,7 @@ impl IoUringBackend {
             plugged: 0,
             bh_scheduled: false,
             early_flush: false,
+            sequence: Sequence::default(),
             stats: BackendStats::default(),
         };
         let shared = Arc::new(Shared {
@@ -256,6 +251,11 @@ impl State {
                     self.fixed_fd = Some(fd);
                 }
             }
+            // SAFETY: `req` is in flight (caller's contract).
+            let r = unsafe { req.as_ref() };
+            let done = r.done_bytes as u64;
+            self.sequence
+                .note(r.fd, r.offset + done, r.len as u64 - done);
             let entry = sqe_for(req, self.fixed_fd);
             // SAFETY: the SQE's buffers and iovecs belong to an in-flight request and stay
             // valid until its completion is reaped.
@@ -340,7 +340,7 @@ impl Shared {
     fn flush_early(&self) {
         let send = self
             .state
-            .with(|s| s.early_flush && s.unsubmitted >= EARLY_FLUSH);
+            .with(|s| s.early_flush && s.sequence.send_now(s.unsubmitted));
         if send {
             let (_, retry) = self.state.with(|s| s.submit_queued());
             if retry {

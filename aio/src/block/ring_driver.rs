@@ -22,6 +22,44 @@ use std::sync::{Arc, OnceLock};
 /// cache" and the rest of the batch waited for its end (6% of requests on O_DIRECT reads).
 pub(super) const GUESS_MIN_BATCH: usize = 8;
 
+/// Requests that continue one another wait for up to this many to go together (see
+/// [`Sequence`]).
+const MERGE_BATCH: usize = 8;
+
+/// Decides, while a device's completions are delivered, when the resubmissions of woken
+/// coroutines go to the kernel.
+///
+/// A request held back is one the device is not working on, so each goes at once (as fio
+/// does with its default `iodepth_batch_submit=1`): grouped by 8, about 3.5 of 64 random
+/// reads waited on average and the device ran that much shallower (O_DIRECT 4 KiB random
+/// reads, depth 64, 8 interleaved rounds: 81.0 K IOPS grouped, 85.7 K at once, fio 84.5 K).
+/// But requests that continue one another (sequential I/O) are merged by the block layer
+/// into one bigger I/O when they reach it together, which one at a time prevents: those
+/// wait for up to [`MERGE_BATCH`] (sequential O_DIRECT reads: 207 K IOPS in groups of 8,
+/// 94 K one at a time).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Sequence {
+    /// End of the last request queued: its fd and the byte after it.
+    end: Option<(RawFd, u64)>,
+    /// Whether the last request queued began where the one before it ended.
+    continues: bool,
+}
+
+impl Sequence {
+    /// Notes a request queued for the kernel.
+    #[inline]
+    pub(super) fn note(&mut self, fd: RawFd, offset: u64, len: u64) {
+        self.continues = self.end == Some((fd, offset));
+        self.end = Some((fd, offset + len));
+    }
+
+    /// Whether the `queued` requests not given to the kernel yet should go now.
+    #[inline]
+    pub(super) fn send_now(&self, queued: usize) -> bool {
+        queued >= MERGE_BATCH || (queued > 0 && !self.continues)
+    }
+}
+
 /// What a ring backend's shared half gives the common loop.
 pub(super) trait RingDriver: Send + Sync + Sized + 'static {
     /// The backend's state, touched only on the context's thread.
@@ -156,5 +194,25 @@ pub(super) fn unplug<D: RingDriver>(d: &D) {
     });
     if now {
         process(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Sequence, MERGE_BATCH};
+
+    #[test]
+    fn random_requests_go_at_once_sequential_ones_in_groups() {
+        let mut seq = Sequence::default();
+        seq.note(3, 8192, 4096);
+        assert!(seq.send_now(1), "a lone request goes at once");
+        seq.note(3, 12288, 4096); // continues the one before
+        assert!(!seq.send_now(2), "a sequential run waits to be merged");
+        assert!(seq.send_now(MERGE_BATCH), "but no longer than a group");
+        seq.note(4, 16384, 4096); // same offset, another file
+        assert!(seq.send_now(3));
+        seq.note(4, 0, 4096); // a jump back
+        assert!(seq.send_now(4));
+        assert!(!seq.send_now(0), "nothing queued, nothing to send");
     }
 }
