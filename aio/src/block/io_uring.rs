@@ -4,8 +4,8 @@
 //!   `io_uring_enter` per batch sends them, from a bottom half scheduled by the first
 //!   request of an iteration or at the end of completion processing (run plugged). When
 //!   completions come from a device (few complete inside `io_uring_enter`), the
-//!   resubmission of each woken coroutine goes at once while a batch is still being
-//!   delivered (sequential ones in small groups, to be merged: `ring_driver::Sequence`),
+//!   resubmissions of woken coroutines go in pairs while a batch is still being
+//!   delivered (sequential ones in groups of 8, to be merged: `ring_driver::Sequence`),
 //!   so the device keeps the whole depth instead of waiting for the batch's end.
 //! * Completions are reaped from the completion ring without a system call: in the poll
 //!   handler while the context polls, from the ring fd's handler (it is readable while

@@ -267,7 +267,7 @@ impl RingDriver for Shared {
 
 impl Shared {
     /// While reaping a device's completions: sends the resubmissions of woken coroutines
-    /// as `Sequence` says (at once, or in small groups when sequential), so the device is
+    /// as `Sequence` says (in pairs, or in groups of 8 when sequential), so the device is
     /// not left shallow until the batch ends (page-cache reads, which complete inside
     /// `io_submit`, keep one call per batch).
     fn submit_early(&self) {
