@@ -84,6 +84,7 @@ mod entry;
 mod hot;
 mod overflow;
 mod pool;
+mod prefetch;
 mod stack;
 mod switch;
 mod sys;

@@ -5,7 +5,8 @@
 //!   128 bytes (the 2014 QEMU thread's baseline), all in one run;
 //! * `--cross-thread`: coroutines created on one thread and entered (to
 //!   termination) on another, through our pool and through a `Mutex<Vec>`
-//!   pool; the figure is wall time per coroutine with both threads busy;
+//!   pool; the figure is wall time per coroutine with both threads busy,
+//!   pinned to two different CPUs;
 //! * `--live N`: N coroutines suspended at the same time: mappings added,
 //!   resident memory per coroutine, ns per create+first enter.
 //!
@@ -149,6 +150,10 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
             mutex_cpu.push(cpu);
         }
         let (ours, ours_cpu) = (median(ours), median(ours_cpu));
+        match affinity::two_cpus() {
+            Some((a, b)) => println!("cross-thread: creator pinned to CPU {a}, enterer to CPU {b}"),
+            None => println!("cross-thread: only one CPU available, threads share it"),
+        }
         let (mutex, mutex_cpu) = (median(mutex), median(mutex_cpu));
         println!(
             "cross-thread (corral-pool)       {ours:9.1} ns  ({:.2}x pooled; CPU of both threads {ours_cpu:.1} ns)",
@@ -212,7 +217,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[repr(align(128))]
 struct Padded(AtomicUsize);
 
-/// A single-producer single-consumer ring of coroutine handles.
+/// A single-producer single-consumer ring of coroutine handles (words from
+/// `Coroutine::into_raw`). Each side publishes its index every [`PUBLISH`]
+/// items, and whenever it is about to wait for the other (producer: ring
+/// full, or done; consumer: ring empty), not per item: a per-item store
+/// would make each index line cross between the two CPUs once per coroutine
+/// (and a locked instruction after it, such as the enter's compare-and-swap,
+/// waits for that store), which measures the ring rather than the pool.
+/// Both pools are measured through this same ring, so the comparison stays
+/// fair.
 struct Ring {
     slots: Box<[AtomicUsize]>,
     head: Padded,
@@ -221,9 +234,33 @@ struct Ring {
 
 const RING: usize = 1024;
 
+/// Items between two index publications (see [`Ring`]).
+const PUBLISH: usize = 32;
+
+/// How many coroutines ahead of the one it enters the consumer prefetches
+/// (`Coroutine::prefetch_raw`): the header line the producer just wrote is
+/// on its way while the consumer runs the coroutines before it.
+const PREFETCH_AHEAD: usize = 4;
+
+impl Ring {
+    fn word(&self, index: usize) -> usize {
+        self.slots[index % RING].load(Ordering::Relaxed)
+    }
+
+    /// Consumer: prefetch the header of the coroutine in slot `index`.
+    fn prefetch(&self, index: usize) {
+        if let Some(raw) = std::ptr::NonNull::new(self.word(index) as *mut std::ffi::c_void) {
+            Coroutine::prefetch_raw(raw);
+        }
+    }
+}
+
 /// ns per coroutine (wall time) when the main thread creates `n` coroutines
 /// and another thread enters each to termination (so bodies are taken on one
 /// thread and released on the other, and come back through the pool).
+/// The two threads are pinned to two different CPUs (when the process may
+/// use two): both are busy at once, and the figure includes every cache
+/// line that crosses between them.
 /// Returns (wall ns, CPU ns of the whole process) per coroutine.
 fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
     let ring = Arc::new(Ring {
@@ -232,18 +269,25 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
         tail: Padded(AtomicUsize::new(0)),
     });
     let stop = Arc::new(AtomicBool::new(false));
+    let cpus = affinity::two_cpus();
+    let saved = cpus.and_then(|(main, _)| affinity::pin(main));
     let consumer = {
         let (ring, stop) = (ring.clone(), stop.clone());
         std::thread::Builder::new()
             .name("lifecycle-consumer".into())
             .spawn(move || {
+                if let Some((_, other)) = cpus {
+                    affinity::pin(other);
+                }
                 let mut head = 0;
-                let mut tail = 0;
+                let mut seen_tail = 0;
                 let mut spins = 0;
                 loop {
-                    if head == tail {
-                        tail = ring.tail.0.load(Ordering::Acquire);
-                        if head == tail {
+                    if head == seen_tail {
+                        // Caught up: show the producer all the room first.
+                        ring.head.0.store(head, Ordering::Release);
+                        seen_tail = ring.tail.0.load(Ordering::Acquire);
+                        if head == seen_tail {
                             if stop.load(Ordering::Acquire)
                                 && ring.tail.0.load(Ordering::Acquire) == head
                             {
@@ -252,36 +296,60 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
                             backoff(&mut spins);
                             continue;
                         }
+                        spins = 0;
+                        (head + 1..seen_tail.min(head + PREFETCH_AHEAD))
+                            .for_each(|i| ring.prefetch(i));
                     }
-                    let word = ring.slots[head % RING].load(Ordering::Relaxed);
+                    if head + PREFETCH_AHEAD < seen_tail {
+                        ring.prefetch(head + PREFETCH_AHEAD);
+                    }
+                    let word = ring.word(head);
                     // SAFETY:
-                    // * the word was made by `into_raw` on the producer side.
+                    // * the word was made by `into_raw` on the producer side,
+                    //   published by its Release store of `tail` (Acquired above).
                     let co = unsafe {
                         Coroutine::from_raw(std::ptr::NonNull::new_unchecked(word as *mut _))
                     };
                     co.enter();
-                    spins = 0;
                     head += 1;
-                    ring.head.0.store(head, Ordering::Release);
+                    if head % PUBLISH == 0 {
+                        ring.head.0.store(head, Ordering::Release);
+                    }
                 }
             })?
     };
-    let produce = |count: usize, tail: &mut usize| -> io::Result<()> {
-        let mut head = ring.head.0.load(Ordering::Acquire);
+    let produce = |count: usize, tail: &mut usize, seen_head: &mut usize| -> io::Result<()> {
+        let mut result = Ok(());
         for _ in 0..count {
-            let mut spins = 0;
-            while *tail - head >= RING {
-                backoff(&mut spins);
-                head = ring.head.0.load(Ordering::Acquire);
+            if *tail - *seen_head >= RING {
+                // Full: publish everything before waiting for room.
+                ring.tail.0.store(*tail, Ordering::Release);
+                let mut spins = 0;
+                *seen_head = ring.head.0.load(Ordering::Acquire);
+                while *tail - *seen_head >= RING {
+                    backoff(&mut spins);
+                    *seen_head = ring.head.0.load(Ordering::Acquire);
+                }
             }
-            let co = builder.try_spawn(|| black_box(()))?;
-            ring.slots[*tail % RING].store(co.into_raw().as_ptr() as usize, Ordering::Relaxed);
-            *tail += 1;
-            ring.tail.0.store(*tail, Ordering::Release);
+            match builder.try_spawn(|| black_box(())) {
+                Ok(co) => {
+                    ring.slots[*tail % RING]
+                        .store(co.into_raw().as_ptr() as usize, Ordering::Relaxed);
+                    *tail += 1;
+                    if *tail % PUBLISH == 0 {
+                        ring.tail.0.store(*tail, Ordering::Release);
+                    }
+                }
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
         }
-        Ok(())
+        ring.tail.0.store(*tail, Ordering::Release);
+        result
     };
-    let mut tail = 0;
+    let (mut tail, mut seen_head) = (0, 0);
     // Warm-up: fill both threads' pools and the global list.
     let warm = (n / 10).min(100_000);
     let wait_drained = |tail: usize| {
@@ -290,10 +358,10 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
             backoff(&mut spins);
         }
     };
-    let result = produce(warm, &mut tail).and_then(|()| {
+    let result = produce(warm, &mut tail, &mut seen_head).and_then(|()| {
         wait_drained(tail);
         let (start, cpu) = (Instant::now(), cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID));
-        produce(n, &mut tail)?;
+        produce(n, &mut tail, &mut seen_head)?;
         wait_drained(tail);
         let wall = start.elapsed().as_nanos() as f64 / n as f64;
         Ok((
@@ -302,10 +370,59 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
         ))
     });
     stop.store(true, Ordering::Release);
-    consumer
-        .join()
-        .map_err(|_| io::Error::other("cross-thread consumer panicked"))?;
+    let joined = consumer.join();
+    if let Some(saved) = saved {
+        affinity::restore(&saved);
+    }
+    joined.map_err(|_| io::Error::other("cross-thread consumer panicked"))?;
     result
+}
+
+/// Pinning the cross-thread run's two threads to two CPUs.
+mod affinity {
+    /// The first two CPUs this thread may run on, if it may use two.
+    pub(super) fn two_cpus() -> Option<(usize, usize)> {
+        let set = current()?;
+        let mut cpus = (0..libc::CPU_SETSIZE as usize)
+            // SAFETY:
+            // * `set` is an initialised mask; the index is below CPU_SETSIZE.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+        Some((cpus.next()?, cpus.next()?))
+    }
+
+    fn current() -> Option<libc::cpu_set_t> {
+        // SAFETY:
+        // * a zeroed cpu_set_t is a valid empty mask; sched_getaffinity(0, ..)
+        //   writes at most `size_of::<cpu_set_t>()` bytes into it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let r = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            (r == 0).then_some(set)
+        }
+    }
+
+    /// Pins the calling thread to `cpu` and returns its previous mask (best
+    /// effort: a refusal leaves the scheduler free to place the thread).
+    pub(super) fn pin(cpu: usize) -> Option<libc::cpu_set_t> {
+        let saved = current()?;
+        // SAFETY:
+        // * as in `current`; CPU_SET gets an index below CPU_SETSIZE (it
+        //   came from `two_cpus`), and sched_setaffinity(0, ..) reads a
+        //   valid, live mask and affects only the calling thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        Some(saved)
+    }
+
+    /// Gives the calling thread back the mask `pin` returned.
+    pub(super) fn restore(saved: &libc::cpu_set_t) {
+        // SAFETY:
+        // * `saved` is a valid mask; the call only reads it.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), saved) };
+    }
 }
 
 /// Spins a little, then gives the core away (the other side may share it).
