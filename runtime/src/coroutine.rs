@@ -367,17 +367,19 @@ impl Coroutine {
         NonNull::new(word as *mut std::ffi::c_void).expect("header address is not null")
     }
 
-    /// Asks this CPU to fetch, owned, the header line that [`enter`]
-    /// writes first. An event loop that enters a queue of coroutines made on
-    /// another thread calls it a few entries ahead, so the enter does not
-    /// wait for the line to cross between CPUs. Only a hint: `raw` may be
-    /// any word (stale, or not a handle at all); nothing is read or written.
+    /// Asks this CPU to fetch, owned, the header lines that [`enter`]
+    /// reads and writes (the state word, the entry, the parked trampoline).
+    /// An event loop that enters a queue of coroutines made on another
+    /// thread calls it a few entries ahead, so the enter does not wait for
+    /// those lines to cross between CPUs or to come back from a far cache.
+    /// Only a hint: `raw` may be any word (stale, or not a handle at all);
+    /// nothing is read or written.
     ///
     /// [`enter`]: Coroutine::enter
     #[inline]
     pub fn prefetch_raw(raw: NonNull<std::ffi::c_void>) {
         let addr = raw.as_ptr() as usize & ((1 << ADDR_BITS) - 1) & !LOW_MASK;
-        crate::prefetch::prefetch_write(addr as *const u8);
+        crate::prefetch::prefetch_lines_for_write(addr as *const u8, std::mem::size_of::<Header>());
     }
 
     /// Rebuilds a handle from [`into_raw`](Coroutine::into_raw).

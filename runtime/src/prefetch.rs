@@ -14,6 +14,14 @@
 //! read prefetch (`prefetcht0`). On aarch64 `prfm pstl1keep` (prefetch for
 //! store). Other targets: nothing.
 
+/// [`prefetch_write`] of every 64-byte line of `bytes` bytes from `p`.
+#[inline(always)]
+pub(crate) fn prefetch_lines_for_write(p: *const u8, bytes: usize) {
+    (0..bytes)
+        .step_by(64)
+        .for_each(|off| prefetch_write(p.wrapping_add(off)));
+}
+
 /// Hints the CPU to bring the line holding `p` into this CPU's cache,
 /// owned for writing. Any address is fine (no fault, no effect on values).
 #[inline(always)]
