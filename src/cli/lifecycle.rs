@@ -150,9 +150,15 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
             mutex_cpu.push(cpu);
         }
         let (ours, ours_cpu) = (median(ours), median(ours_cpu));
-        match affinity::two_cpus() {
-            Some((a, b)) => println!("cross-thread: creator pinned to CPU {a}, enterer to CPU {b}"),
-            None => println!("cross-thread: only one CPU available, threads share it"),
+        let line = (0..5)
+            .map(|_| line_transfer_ns(200_000))
+            .collect::<io::Result<Option<Vec<f64>>>>()?
+            .map(median);
+        match (affinity::two_cpus(), line) {
+            (Some((a, b)), Some(line)) => println!(
+                "cross-thread: creator pinned to CPU {a}, enterer to CPU {b}; one cache line takes {line:.1} ns between them (ping-pong, one way)"
+            ),
+            _ => println!("cross-thread: only one CPU available, threads share it"),
         }
         let (mutex, mutex_cpu) = (median(mutex), median(mutex_cpu));
         println!(
@@ -166,6 +172,9 @@ fn lifecycle(args: &Args, builder: Builder, guard: GuardKind) -> io::Result<()> 
         json += &format!(
             ",\"cross_thread_ns\":{ours:.2},\"mutex_pool_cross_thread_ns\":{mutex:.2},\"cross_thread_cpu_ns\":{ours_cpu:.2},\"mutex_pool_cross_thread_cpu_ns\":{mutex_cpu:.2}"
         );
+        if let Some(line) = line {
+            json += &format!(",\"line_transfer_ns\":{line:.2}");
+        }
     }
     if args.json {
         println!("{json}}}");
@@ -376,6 +385,49 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
     }
     joined.map_err(|_| io::Error::other("cross-thread consumer panicked"))?;
     result
+}
+
+/// One-way latency, in ns, of one cache line between the two CPUs the
+/// cross-thread run uses: two threads pinned there take turns writing a
+/// counter on one line (a ping-pong), `rounds` round trips. The floor under
+/// every line that a coroutine's create and enter move between the CPUs.
+/// `None` when the process may use only one CPU.
+fn line_transfer_ns(rounds: usize) -> io::Result<Option<f64>> {
+    let Some((main, other)) = affinity::two_cpus() else {
+        return Ok(None);
+    };
+    let line = Arc::new(Padded(AtomicUsize::new(0)));
+    // Waits for `value` on the line, then writes `value + 1`.
+    let turn = |line: &Padded, value: usize| {
+        let mut spins = 0;
+        while line.0.load(Ordering::Acquire) != value {
+            backoff(&mut spins);
+        }
+        line.0.store(value + 1, Ordering::Release);
+    };
+    let saved = affinity::pin(main);
+    let pong = {
+        let line = line.clone();
+        std::thread::Builder::new()
+            .name("lifecycle-pong".into())
+            .spawn(move || {
+                affinity::pin(other);
+                (0..rounds).for_each(|i| turn(&line, 2 * i + 1));
+            })?
+    };
+    let start = Instant::now();
+    (0..rounds).for_each(|i| turn(&line, 2 * i));
+    let mut spins = 0;
+    while line.0.load(Ordering::Acquire) != 2 * rounds {
+        backoff(&mut spins);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (2 * rounds) as f64;
+    let joined = pong.join();
+    if let Some(saved) = saved {
+        affinity::restore(&saved);
+    }
+    joined.map_err(|_| io::Error::other("ping-pong thread panicked"))?;
+    Ok(Some(ns))
 }
 
 /// Pinning the cross-thread run's two threads to two CPUs.
