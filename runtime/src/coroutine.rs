@@ -379,7 +379,9 @@ impl Coroutine {
     #[inline]
     pub fn prefetch_raw(raw: NonNull<std::ffi::c_void>) {
         let addr = raw.as_ptr() as usize & ((1 << ADDR_BITS) - 1) & !LOW_MASK;
-        crate::prefetch::prefetch_lines_for_write(addr as *const u8, std::mem::size_of::<Header>());
+        crate::prefetch::prefetch_lines_for_write::<{ std::mem::size_of::<Header>() / 64 }>(
+            addr as *const u8,
+        );
     }
 
     /// Rebuilds a handle from [`into_raw`](Coroutine::into_raw).

@@ -9,95 +9,82 @@
 //! owned. It is only a hint: it never faults, whatever the address, and
 //! changes no value.
 //!
-//! On x86-64 `prefetchw` is used where CPUID reports it (PRFCHW: AMD since
-//! the K6-2, Intel since Broadwell), checked once per process; elsewhere a
-//! read prefetch (`prefetcht0`). On aarch64 `prfm pstl1keep` (prefetch for
-//! store). Other targets: nothing.
+//! `prefetchw` is used where CPUID reports it (PRFCHW: AMD since the K6-2,
+//! Intel since Broadwell), checked once per process; elsewhere a read
+//! prefetch (`prefetcht0`). The runtime is x86-64 only (see `switch.rs`).
 
-/// [`prefetch_write`] of every 64-byte line of `bytes` bytes from `p`.
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Hints the CPU to bring the `LINES` 64-byte lines from `p` into this
+/// CPU's cache, owned for writing. Any address is fine (no fault, no effect
+/// on values). The CPUID answer is read once per call; the loop unrolls.
 #[inline(always)]
-pub(crate) fn prefetch_lines_for_write(p: *const u8, bytes: usize) {
-    (0..bytes)
-        .step_by(64)
-        .for_each(|off| prefetch_write(p.wrapping_add(off)));
-}
-
-/// Hints the CPU to bring the line holding `p` into this CPU's cache,
-/// owned for writing. Any address is fine (no fault, no effect on values).
-#[inline(always)]
-pub(crate) fn prefetch_write(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    x86::prefetch_write(p);
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY:
-    // * `prfm` is a hint: it reads and writes no memory, never faults, and
-    //   touches no register but its address operand.
-    unsafe {
-        std::arch::asm!("prfm pstl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = p;
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::sync::atomic::{AtomicU8, Ordering};
-
-    /// 0: not probed yet; 1: no `prefetchw`; 2: `prefetchw` available.
-    static PRFCHW: AtomicU8 = AtomicU8::new(0);
-
-    #[inline(always)]
-    pub(super) fn prefetch_write(p: *const u8) {
-        let mut have = PRFCHW.load(Ordering::Relaxed);
-        if have == 0 {
-            have = probe();
-        }
-        if have == 2 {
+pub(crate) fn prefetch_lines_for_write<const LINES: usize>(p: *const u8) {
+    if has_prefetchw() {
+        for i in 0..LINES {
             // SAFETY:
             // * the CPU reports PRFCHW, so the instruction is defined; it is
             //   a hint: no fault whatever the address, no memory or flag
             //   changed.
             unsafe {
-                std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+                std::arch::asm!(
+                    "prefetchw [{0}]",
+                    in(reg) p.wrapping_add(64 * i),
+                    options(nostack, readonly, preserves_flags)
+                );
             }
-        } else {
+        }
+    } else {
+        for i in 0..LINES {
             // SAFETY:
             // * SSE is part of x86-64; a prefetch never faults.
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.wrapping_add(64 * i).cast(),
+                )
             };
         }
     }
+}
 
-    /// Reads CPUID leaf 0x8000_0001 ECX bit 8 (PRFCHW) and caches it.
-    #[cold]
-    #[inline(never)]
-    fn probe() -> u8 {
-        // SAFETY:
-        // * CPUID exists on every x86-64 CPU; the extended leaf is asked
-        //   only if the maximum extended leaf covers it.
-        // (`__cpuid` is a safe fn in newer Rust, unsafe in our MSRV's.)
-        #[allow(unused_unsafe)]
-        let have = unsafe {
-            let max = std::arch::x86_64::__cpuid(0x8000_0000).eax;
-            max >= 0x8000_0001 && std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0
-        };
-        let v = if have { 2 } else { 1 };
-        PRFCHW.store(v, Ordering::Relaxed);
-        v
+/// 0: not probed yet; 1: no `prefetchw`; 2: `prefetchw` available.
+static PRFCHW: AtomicU8 = AtomicU8::new(0);
+
+#[inline(always)]
+fn has_prefetchw() -> bool {
+    match PRFCHW.load(Ordering::Relaxed) {
+        0 => probe(),
+        v => v == 2,
     }
+}
+
+/// Reads CPUID leaf 0x8000_0001 ECX bit 8 (PRFCHW) and caches it.
+#[cold]
+#[inline(never)]
+fn probe() -> bool {
+    // SAFETY:
+    // * CPUID exists on every x86-64 CPU; the extended leaf is asked only
+    //   if the maximum extended leaf covers it.
+    // (`__cpuid` is a safe fn in newer Rust, unsafe in our MSRV's.)
+    #[allow(unused_unsafe)]
+    let have = unsafe {
+        let max = std::arch::x86_64::__cpuid(0x8000_0000).eax;
+        max >= 0x8000_0001 && std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    };
+    PRFCHW.store(if have { 2 } else { 1 }, Ordering::Relaxed);
+    have
 }
 
 #[cfg(test)]
 mod tests {
-    use super::prefetch_write;
+    use super::prefetch_lines_for_write;
 
     #[test]
     fn prefetch_is_harmless_on_any_address() {
         let x = 7u64;
-        prefetch_write(std::ptr::addr_of!(x).cast());
-        prefetch_write(std::ptr::null());
-        prefetch_write(usize::MAX as *const u8);
+        prefetch_lines_for_write::<1>(std::ptr::addr_of!(x).cast());
+        prefetch_lines_for_write::<4>(std::ptr::null());
+        prefetch_lines_for_write::<2>((usize::MAX - 64) as *const u8);
         assert_eq!(x, 7);
     }
 
