@@ -8,6 +8,9 @@
  *    only start the coroutine; from then on each switch is sigsetjmp with
  *    savemask=0 (no system call) followed by siglongjmp into the other side.
  *
+ *  - bare: corral's own switch protocol with none of its bookkeeping
+ *    (bare_switch.S): the floor under corral's C ABI figure.
+ *
  * _FORTIFY_SOURCE turns longjmp into __longjmp_chk, which refuses to jump to
  * another stack; the Makefile builds this file with -U_FORTIFY_SOURCE.
  */
@@ -108,6 +111,57 @@ double bench_sigjmp_switch_ns(uint64_t round_trips)
 
     sj_stop = 1;
     sj_switch(sj_main, sj_co);
+    free(stack);
+    return (double)elapsed / (double)round_trips;
+}
+
+/* ---- bare: the floor under corral's switch (bare_switch.S) ---------------- */
+
+struct bare_slots {
+    uintptr_t co_sp;
+    uintptr_t parent_sp;
+};
+
+int bare_enter(struct bare_slots *slots);
+int bare_yield(struct bare_slots *slots);
+void bare_start(void);
+
+static struct bare_slots bare;
+static volatile int bare_stop;
+
+static void bare_body(void *opaque)
+{
+    (void)opaque;
+    while (!bare_stop) {
+        bare_yield(&bare);
+    }
+    bare_yield(&bare); /* finished: never resumed again */
+}
+
+double bench_bare_switch_ns(uint64_t round_trips)
+{
+    char *stack = malloc(BASELINE_STACK_SIZE);
+    if (stack == NULL) {
+        perror("bench: malloc");
+        exit(1);
+    }
+    uintptr_t top = ((uintptr_t)stack + BASELINE_STACK_SIZE) & ~(uintptr_t)15;
+    uintptr_t *frame = (uintptr_t *)(top - 3 * sizeof(uintptr_t));
+    frame[0] = (uintptr_t)bare_start;
+    frame[1] = (uintptr_t)bare_body;
+    frame[2] = 0;
+    bare.co_sp = (uintptr_t)frame;
+    bare_stop = 0;
+    bare_enter(&bare); /* first entry: runs to the first yield */
+
+    uint64_t start = bench_now_ns();
+    for (uint64_t i = 0; i < round_trips; i++) {
+        bare_enter(&bare);
+    }
+    uint64_t elapsed = bench_now_ns() - start;
+
+    bare_stop = 1;
+    bare_enter(&bare);
     free(stack);
     return (double)elapsed / (double)round_trips;
 }

@@ -10,6 +10,8 @@
  *                      the shape every C caller has (see README: return prediction)
  *   ucontext_switch_ns the same with glibc swapcontext both ways
  *   sigjmp_switch_ns   the same with sigsetjmp/siglongjmp (QEMU's ucontext backend)
+ *   bare_switch_ns     the same with corral's switch protocol and none of its
+ *                      bookkeeping (bare_switch.S): the floor under c_switch_ns
  *
  * Each figure is the best of ROUNDS short timed loops: on a shared machine the
  * least disturbed loop is the closest to the real cost, and short loops make
@@ -80,7 +82,7 @@ int main(void)
 {
     const uint64_t lifecycles = 200000, switches = 500000, uc_switches = 20000;
     double c_life = 1e30, rust_life = 1e30, c_switch = 1e30, rust_switch = 1e30,
-           rust_outlined = 1e30, uc = 1e30, sj = 1e30;
+           rust_outlined = 1e30, uc = 1e30, sj = 1e30, bare = 1e30;
 
     c_lifecycle_ns(lifecycles); /* warm the pools and caches */
     corral_bench_rust_lifecycle_ns(lifecycles);
@@ -92,6 +94,7 @@ int main(void)
         rust_outlined = min2(rust_outlined, corral_bench_rust_switch_ns(switches, true));
         sj = min2(sj, bench_sigjmp_switch_ns(switches));
         uc = min2(uc, bench_ucontext_switch_ns(uc_switches));
+        bare = min2(bare, bench_bare_switch_ns(switches));
     }
 
     printf("pooled create+enter+terminate, C ABI:   %8.2f ns\n", c_life);
@@ -100,6 +103,7 @@ int main(void)
     printf("enter+yield round trip, C ABI:          %8.2f ns\n", c_switch);
     printf("enter+yield round trip, Rust:           %8.2f ns\n", rust_switch);
     printf("  the same, yield in its own function:  %8.2f ns\n", rust_outlined);
+    printf("  the same, no bookkeeping (the floor): %8.2f ns\n", bare);
     printf("enter+yield round trip, sigsetjmp:      %8.2f ns  (%.1fx the C ABI)\n", sj,
            sj / c_switch);
     printf("enter+yield round trip, swapcontext:    %8.2f ns  (%.1fx the C ABI)\n", uc,
@@ -107,8 +111,8 @@ int main(void)
     printf("{\"c_lifecycle_ns\":%.2f,\"rust_lifecycle_ns\":%.2f,\"c_switch_ns\":%.2f,\"rust_switch_ns\":%.2f,\"rust_outlined_switch_ns\":%.2f,"
            "\"ucontext_switch_ns\":%.2f,\"sigjmp_switch_ns\":%.2f,"
            "\"c_over_rust_lifecycle\":%.3f,\"sigjmp_over_c_switch\":%.2f,"
-           "\"ucontext_over_c_switch\":%.2f}\n",
+           "\"ucontext_over_c_switch\":%.2f,\"bare_switch_ns\":%.2f}\n",
            c_life, rust_life, c_switch, rust_switch, rust_outlined, uc, sj, c_life / rust_life, sj / c_switch,
-           uc / c_switch);
+           uc / c_switch, bare);
     return 0;
 }

@@ -18,4 +18,8 @@ double bench_ucontext_switch_ns(uint64_t round_trips);
 /* ns per enter+yield round trip with sigsetjmp/siglongjmp (QEMU's ucontext backend). */
 double bench_sigjmp_switch_ns(uint64_t round_trips);
 
+/* ns per enter+yield round trip with corral's switch protocol and none of its
+ * bookkeeping (bare_switch.S, x86-64): the floor under c_switch_ns. */
+double bench_bare_switch_ns(uint64_t round_trips);
+
 #endif
