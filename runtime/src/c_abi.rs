@@ -23,7 +23,9 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 
 use crate::body::{Event, Header};
-use crate::coroutine::{enter_begin_raw, enter_end, slots_of, try_claim_warm};
+use crate::coroutine::{
+    enter_begin_raw, enter_end, slots_of, ADDR_BITS, ADDR_PART, GEN_BITS, LOW_BITS,
+};
 use crate::tls;
 use crate::EnterError;
 
@@ -71,34 +73,29 @@ struct Begun {
     prev: *const Header,
 }
 
-/// Rust half of `enter` before the switch.
+/// Rust half of `enter` once the assembly claimed the coroutine: make it
+/// current (and set the thread up on its first enter).
+///
+/// # Safety
+///
+/// * The caller holds the RUNNING bit of `header`'s coroutine.
+unsafe extern "sysv64" fn c_enter_claimed(header: NonNull<Header>) -> Begun {
+    // SAFETY:
+    // * headers are type-stable.
+    let (prev, _) = tls::enter_replace_current(unsafe { header.as_ref() });
+    Begun {
+        slots: slots_of(header) as usize,
+        prev,
+    }
+}
+
+/// Rust half of `enter` when the assembly's claim did not succeed: NULL,
+/// refusals, and claims lost to a race, through the general path.
 ///
 /// # Safety
 ///
 /// * `handle` is NULL or a handle of `Coroutine::into_raw`.
 unsafe extern "sysv64" fn c_enter_begin(handle: *mut c_void) -> Begun {
-    // SAFETY:
-    // * NULL or a handle of `into_raw` (caller).
-    match unsafe { try_claim_warm(handle as usize) } {
-        Some((header, prev)) => Begun {
-            slots: slots_of(header) as usize,
-            prev,
-        },
-        // SAFETY:
-        // * as above.
-        None => unsafe { c_enter_begin_slow(handle) },
-    }
-}
-
-/// Everything `c_enter_begin`'s fast path does not handle: NULL, refusals,
-/// a thread's first enter.
-///
-/// # Safety
-///
-/// * As `c_enter_begin`.
-#[cold]
-#[inline(never)]
-unsafe fn c_enter_begin_slow(handle: *mut c_void) -> Begun {
     let refused = |r: Refusal| Begun {
         slots: r as usize,
         prev: std::ptr::null(),
@@ -159,15 +156,42 @@ extern "sysv64" fn c_yield_begin() -> usize {
 #[unsafe(naked)]
 pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> i32 {
     naked_asm!(
-        // Our caller's rbx goes first: rbx then keeps the handler across
-        // the call (the Rust half preserves it). Aligns rsp.
+        // Claim first, before any store of ours: a locked instruction
+        // waits for every earlier store to drain. The same claim as
+        // `try_claim_warm`: a non-null handle whose generation bits are the
+        // state word's, not running, CAS on the state just read.
+        "movabs rcx, {addr_part}",
+        "and rcx, rdi",
+        "jz 4f",
+        "movzx edx, dil",
+        "mov r8, rdi",
+        "shr r8, {addr_bits}",
+        "shl r8, {low_bits}",
+        "or rdx, r8",
+        "add rdx, rdx",
+        "mov rax, [rcx]",
+        "mov r9, rax",
+        "and r9, {state_mask}",
+        "cmp r9, rdx",
+        "jne 4f",
+        "lea r8, [rax + 1]",
+        "lock cmpxchg [rcx], r8",
+        "jne 4f",
+        // Claimed: make it current (Rust half). Our caller's rbx goes
+        // first: rbx then keeps the handler across calls. Aligns rsp.
         "push rbx",
         "mov rbx, rsi",
-        // The CAS in here runs before the pushes below: a locked
-        // instruction waits for every store before it to drain.
+        "mov rdi, rcx",
+        "call {claimed}",
+        "jmp 5f",
+        // Anything else: the general path (refusals, NULL, races).
+        "4:",
+        "push rbx",
+        "mov rbx, rsi",
         "call {begin}",
         "cmp rax, {smallest}",
         "jb 3f",
+        "5:",
         // `prev` for the second half, then the rest of our caller's
         // callee-saved registers (the coroutine clobbers them).
         "push rdx",
@@ -190,6 +214,11 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         "call rbx",
         "pop rbx",
         "ret",
+        claimed = sym c_enter_claimed,
+        addr_part = const ADDR_PART,
+        addr_bits = const ADDR_BITS,
+        low_bits = const LOW_BITS,
+        state_mask = const (1u64 << (GEN_BITS + 1)) - 1,
         begin = sym c_enter_begin,
         end = sym c_enter_end,
         smallest = const SMALLEST_SLOTS,

@@ -179,46 +179,8 @@ pub(crate) fn enter_begin(
     Ok(tls::enter_replace_current(h))
 }
 
-/// The C ABI's fast claim from a raw handle (`into_raw`'s word): on a warm
-/// thread (see `tls::is_warm`), a non-null handle of a coroutine that is
-/// not running is claimed like [`enter_begin`] does, and made current;
-/// returns the header and the previous current coroutine. `None` (nothing
-/// changed) in every other case: the caller then takes the general path,
-/// [`enter_begin_raw`].
-///
-/// Instead of rebuilding the full generation (`from_raw`), it compares the
-/// handle's generation bits with the state word's and CASes the state just
-/// read: the coroutine is claimed exactly when it is not running and its
-/// generation's low bits are the handle's, as with `from_raw` +
-/// `enter_begin`. No value lives across a call, so the compiler needs no
-/// saved registers on this path.
-///
-/// # Safety
-///
-/// * `word` is 0 or came from [`Coroutine::into_raw`].
-#[inline(always)]
-pub(crate) unsafe fn try_claim_warm(word: usize) -> Option<(NonNull<Header>, *const Header)> {
-    let header = NonNull::new((word & ADDR_PART) as *mut Header)?;
-    // SAFETY:
-    // * `into_raw` words hold a header address (caller), never freed.
-    let h = unsafe { header.as_ref() };
-    let packed = ((word & LOW_MASK) | ((word >> ADDR_BITS) << LOW_BITS)) as u64;
-    let state = h.state.load(Ordering::Relaxed);
-    // `generation << 1 | RUNNING`: idle with the handle's low generation bits.
-    let claimable = state & ((1 << (GEN_BITS + 1)) - 1) == packed << 1;
-    if claimable
-        && tls::is_warm()
-        && h.state
-            .compare_exchange(state, state | RUNNING, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    {
-        return Some((header, tls::replace_current_warm(h)));
-    }
-    None
-}
-
-/// [`enter_begin`] from a raw handle, for the C ABI (the general path of
-/// [`try_claim_warm`]).
+/// [`enter_begin`] from a raw handle, for the C ABI's general path (its
+/// fast path claims in assembly, `c_abi::enter`, with the same test).
 ///
 /// # Safety
 ///
@@ -447,13 +409,13 @@ impl fmt::Display for NotInCoroutine {
 
 impl std::error::Error for NotInCoroutine {}
 
-const ADDR_BITS: u32 = 48;
-const LOW_BITS: u32 = 8; // Header is 256-byte aligned.
+pub(crate) const ADDR_BITS: u32 = 48;
+pub(crate) const LOW_BITS: u32 = 8; // Header is 256-byte aligned.
 const LOW_MASK: usize = (1 << LOW_BITS) - 1;
 const HIGH_MASK: usize = (1 << (64 - ADDR_BITS)) - 1;
-const GEN_BITS: u32 = LOW_BITS + (64 - ADDR_BITS);
+pub(crate) const GEN_BITS: u32 = LOW_BITS + (64 - ADDR_BITS);
 /// The header address bits of an `into_raw` word.
-const ADDR_PART: usize = ((1 << ADDR_BITS) - 1) & !LOW_MASK;
+pub(crate) const ADDR_PART: usize = ((1 << ADDR_BITS) - 1) & !LOW_MASK;
 
 impl fmt::Debug for Coroutine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -142,21 +142,6 @@ pub(crate) fn enter_replace_current(new: *const Header) -> (*const Header, Threa
     (c.get().current.replace(new), c)
 }
 
-/// Whether this thread has entered a coroutine before (it has its counter
-/// block and signal stack), so [`replace_current_warm`] may be used.
-#[inline(always)]
-pub(crate) fn is_warm() -> bool {
-    cache().block().is_some()
-}
-
-/// [`enter_replace_current`] on a thread where [`is_warm`] holds: makes
-/// `new` the running coroutine and returns the previous one. Same rules
-/// as `enter_replace_current`.
-#[inline(always)]
-pub(crate) fn replace_current_warm(new: *const Header) -> *const Header {
-    cache().get().current.replace(new)
-}
-
 /// Records the block [`hot::claim`] gave this thread.
 pub(crate) fn set_block(b: &'static Block) {
     CACHE.with(|c| c.block.set(Some(b)));

@@ -192,3 +192,28 @@ fn both_sides_keep_their_callee_saved_registers() {
         "registers lost across yield"
     );
 }
+
+#[test]
+fn a_stale_handle_is_refused_after_its_header_is_reused() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let first = Coroutine::new(|| {});
+    assert_eq!(c_enter(first), 0);
+    // The next create on this thread reuses the body (and header) just freed.
+    let second = Coroutine::new(move || {
+        r.fetch_add(1, Ordering::Relaxed);
+    });
+    assert_eq!(
+        first.into_raw().as_ptr() as usize & !0xff & ((1 << 48) - 1),
+        second.into_raw().as_ptr() as usize & !0xff & ((1 << 48) - 1),
+        "the header was reused (the case this test is about)"
+    );
+    assert_eq!(c_enter(first), -(Refusal::Terminated as i32));
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        0,
+        "the stale handle ran the new coroutine"
+    );
+    assert_eq!(c_enter(second), 0);
+    assert_eq!(ran.load(Ordering::Relaxed), 1);
+}
