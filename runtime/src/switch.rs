@@ -39,6 +39,13 @@
 //! `rbp` (reserved by LLVM) are pushed by hand. MXCSR and the x87 control
 //! word are not switched (as with corosensei): a coroutine must leave the
 //! floating-point modes as it found them.
+//!
+//! Not for processes that enable CET shadow stacks (no Rust binary is
+//! marked for them today): the C ABI's indirect-jump exits and the resumes
+//! by `call` do not pair calls with returns the way a shadow stack checks.
+//!
+//! Signals: at every instruction `rsp` points into a live stack with nothing
+//! needed below it, so a signal handler may run at any point of a switch.
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("corral-runtime's context switch is written for x86-64 only");
