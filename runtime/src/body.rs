@@ -102,6 +102,11 @@ const _: () = assert!(
     "a header is four cache lines"
 );
 
+/// Offset of a header's switch slots (`Inner` is `repr(C)`, slots first):
+/// what the C ABI's assembly resumes with.
+pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Header, inner);
+const _: () = assert!(std::mem::offset_of!(Inner, slots) == 0);
+
 /// The parts of a body used only by whoever owns it: the pool, the creator
 /// before the first enter, or the thread holding the RUNNING bit.
 ///

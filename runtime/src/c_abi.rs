@@ -22,9 +22,9 @@ use std::arch::naked_asm;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use crate::body::{Event, Header};
+use crate::body::{Event, Header, SLOTS_OFFSET};
 use crate::coroutine::{
-    enter_begin_raw, enter_end, slots_of, ADDR_BITS, ADDR_PART, GEN_BITS, LOW_BITS,
+    enter_begin_raw, enter_end, finish, slots_of, ADDR_BITS, ADDR_PART, GEN_BITS, LOW_BITS,
 };
 use crate::tls;
 use crate::EnterError;
@@ -115,35 +115,33 @@ unsafe extern "sysv64" fn c_enter_begin(handle: *mut c_void) -> Begun {
     }
 }
 
-/// Rust half of `enter` after the switch came back with `message`.
-///
-/// The entered coroutine is still this thread's current one (only its
-/// enterer restores it), so the header comes from the thread-local; this
-/// frame does not span a switch, so the thread-local read may be inlined.
+/// Rust half of `enter` after the switch, for every event but a yield
+/// (which the assembly handles itself): a termination (the body goes back
+/// to the pool), a panic (it cannot unwind into C: the process aborts with
+/// its message), a body's exit. The assembly has restored the current
+/// coroutine to `prev` already; `enter_end` sets it again (harmless).
 ///
 /// # Safety
 ///
-/// * `prev` is what `c_enter_begin` returned on this thread, whose switch
-///   came back with `message`.
-unsafe extern "sysv64" fn c_enter_end(prev: *const Header, message: usize) {
-    let cache = tls::cache();
-    // SAFETY:
-    // * set by `c_enter_begin` to a header (not null) and not changed since:
-    //   every enter in between restored it.
-    let header = unsafe { NonNull::new_unchecked(tls::current_inline().cast_mut()) };
-    enter_end(header, prev, cache, message);
+/// * `header`'s coroutine was claimed by this thread's `enter`, which
+///   switched into it, and it came back with `message`; `prev` was the
+///   current coroutine before.
+unsafe extern "sysv64" fn c_enter_end(
+    header: NonNull<Header>,
+    prev: *const Header,
+    message: usize,
+) {
+    enter_end(header, prev, tls::cache(), message);
 }
 
-/// Rust half of `yield`: the running coroutine's slots, or
-/// [`Refusal::NotInCoroutine`].
+/// Rust half of `enter` when the coroutine's entry returned (the common
+/// case after a yield): the body goes back to its pool.
 ///
-/// Its frame ends before the switch, so the thread-local read may be
-/// inlined here.
-extern "sysv64" fn c_yield_begin() -> usize {
-    match NonNull::new(tls::current_inline().cast_mut()) {
-        Some(h) => slots_of(h) as usize,
-        None => Refusal::NotInCoroutine as usize,
-    }
+/// # Safety
+///
+/// * As `c_enter_end`, with the `Finished` event.
+unsafe extern "sysv64" fn c_enter_finished(header: NonNull<Header>) {
+    finish(header, true, tls::cache());
 }
 
 /// Enters the coroutine of `handle` (a `Coroutine::into_raw` word) until it
@@ -177,39 +175,79 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         "lea r8, [rax + 1]",
         "lock cmpxchg [rcx], r8",
         "jne 4f",
-        // Claimed: make it current (Rust half). Our caller's rbx goes
-        // first: rbx then keeps the handler across calls. Aligns rsp.
+        // Claimed. Our caller's rbx goes first: rbx then keeps the
+        // handler across calls. Aligns rsp for the calls below.
         "push rbx",
         "mov rbx, rsi",
-        "mov rdi, rcx",
-        "call {claimed}",
-        "jmp 5f",
-        // Anything else: the general path (refusals, NULL, races).
-        "4:",
-        "push rbx",
-        "mov rbx, rsi",
-        "call {begin}",
-        "cmp rax, {smallest}",
-        "jb 3f",
+        // Make it current (in assembly on a thread set up before; the Rust
+        // half sets a thread up on its first enter).
+        "mov r10, qword ptr [rip + corral_runtime_warm_v1@GOTTPOFF]",
+        "cmp qword ptr fs:[r10], 0",
+        "je 6f",
+        "mov r10, qword ptr [rip + corral_runtime_current_v1@GOTTPOFF]",
+        "mov rdx, qword ptr fs:[r10]",
+        "mov qword ptr fs:[r10], rcx",
+        "lea rax, [rcx + {slots}]",
+        // rax: the slots to resume; rdx: the previous current coroutine.
         "5:",
-        // `prev` for the second half, then the rest of our caller's
-        // callee-saved registers (the coroutine clobbers them).
         "push rdx",
+        "push rax",
+        // The rest of our caller's callee-saved registers (the coroutine
+        // clobbers them).
         push_callee_saved_but_rbx!(),
         // Resume (switch.rs protocol); back here when it switches back.
         "mov rsi, rax",
         "mov rax, [rsi]",
         "call [rax]",
         pop_callee_saved_but_rbx!(),
-        "mov rsi, rdi",
-        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        // The current coroutine is the previous one again.
+        "mov r10, qword ptr [rip + corral_runtime_current_v1@GOTTPOFF]",
+        "mov qword ptr fs:[r10], rdx",
+        "cmp rdi, {yielded}",
+        "jne 7f",
+        // Yielded: it is off its stack, anyone may enter it. Only the
+        // RUNNING holder (us) writes the state word: a plain RMW.
+        "and qword ptr [rsi - {slots}], -2",
+        "pop rbx",
+        "xor eax, eax",
+        "pop rcx",
+        "jmp rcx",
+        // The entry returned: the body goes back to its pool (Rust half).
+        "7:",
+        "cmp rdi, {finished}",
+        "jne 8f",
+        "lea rdi, [rsi - {slots}]",
+        "call {finished_fn}",
+        "pop rbx",
+        "xor eax, eax",
+        "pop rcx",
+        "jmp rcx",
+        // Any other event: the Rust half.
+        "8:",
+        "mov rax, rdi",
+        "lea rdi, [rsi - {slots}]",
+        "mov rsi, rdx",
+        "mov rdx, rax",
         "call {end}",
         "pop rbx",
         "xor eax, eax",
         "pop rcx",
         "jmp rcx",
+        // A thread's first enter: the Rust half makes it current.
+        "6:",
+        "mov rdi, rcx",
+        "call {claimed}",
+        "jmp 5b",
+        // Anything else: the general path (refusals, NULL, races).
+        "4:",
+        "push rbx",
+        "mov rbx, rsi",
+        "call {begin}",
+        "cmp rax, {smallest}",
+        "jae 5b",
         // Refused: the handler's value is ours.
-        "3:",
         "mov edi, eax",
         "call rbx",
         "pop rbx",
@@ -222,6 +260,10 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         begin = sym c_enter_begin,
         end = sym c_enter_end,
         smallest = const SMALLEST_SLOTS,
+        slots = const SLOTS_OFFSET,
+        yielded = const Event::Yielded as usize,
+        finished = const Event::Finished as usize,
+        finished_fn = sym c_enter_finished,
     )
 }
 
@@ -234,17 +276,16 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
 #[unsafe(naked)]
 pub unsafe extern "C" fn yield_(refused: RefusalHandler) -> i32 {
     naked_asm!(
-        // As in `enter`: rbx keeps the handler across the call.
+        // The running coroutine, from the thread-local (tls.rs).
+        "mov r10, qword ptr [rip + corral_runtime_current_v1@GOTTPOFF]",
+        "mov rax, qword ptr fs:[r10]",
+        "test rax, rax",
+        "jz 3f",
+        // Our caller's callee-saved registers, restored when we are resumed.
         "push rbx",
-        "mov rbx, rdi",
-        "call {begin}",
-        "cmp rax, {smallest}",
-        "jb 3f",
-        // The rest of our caller's callee-saved registers, restored when
-        // we are resumed.
         push_callee_saved_but_rbx!(),
         // Suspend (switch.rs protocol): resume pc on top, then to the enterer.
-        "mov rsi, rax",
+        "lea rsi, [rax + {slots}]",
         "lea rax, [rip + 2f]",
         "push rax",
         "mov [rsi], rsp",
@@ -261,14 +302,13 @@ pub unsafe extern "C" fn yield_(refused: RefusalHandler) -> i32 {
         "xor eax, eax",
         "pop rcx",
         "jmp rcx",
-        // Refused: the handler's value is ours.
+        // Outside a coroutine: the handler's value is ours (a tail call).
         "3:",
-        "mov edi, eax",
-        "call rbx",
-        "pop rbx",
-        "ret",
-        begin = sym c_yield_begin,
-        smallest = const SMALLEST_SLOTS,
+        "mov rax, rdi",
+        "mov edi, {outside}",
+        "jmp rax",
+        slots = const SLOTS_OFFSET,
+        outside = const Refusal::NotInCoroutine as i32,
         parent_sp = const crate::switch::PARENT_SP,
         yielded = const Event::Yielded as usize,
     )

@@ -260,7 +260,7 @@ fn after_switch_slow(header: NonNull<Header>, res: Event, cache: ThreadCache) {
 /// Bumps the generation and gives the body back (pool, via this thread's
 /// `cache`) or destroys it. Called by the enterer that holds the RUNNING bit.
 #[inline(always)]
-fn finish(header: NonNull<Header>, parked: bool, cache: ThreadCache) {
+pub(crate) fn finish(header: NonNull<Header>, parked: bool, cache: ThreadCache) {
     // SAFETY:
     // * headers are type-stable.
     let h = unsafe { header.as_ref() };
