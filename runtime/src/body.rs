@@ -225,6 +225,14 @@ fn alloc_header() -> NonNull<Header> {
             .collect::<Vec<_>>()
             .into_boxed_slice(),
     );
+    // `Coroutine::into_raw` packs generation bits above bit 48 of the
+    // address: a header must live below 2^48 (every user-space address on
+    // x86-64 Linux does unless a program maps memory above it on purpose).
+    let end = chunk.as_ptr_range().end as usize;
+    assert!(
+        end >> 48 == 0,
+        "coroutine headers allocated above the 48-bit address space"
+    );
     let (first, rest) = chunk.split_first_mut().expect("chunk is not empty");
     free.extend(rest.iter_mut().map(|h| HeaderPtr(NonNull::from(h))));
     NonNull::from(first)

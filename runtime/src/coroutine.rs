@@ -320,10 +320,8 @@ impl Coroutine {
     #[inline]
     pub fn into_raw(self) -> NonNull<std::ffi::c_void> {
         let addr = self.header.as_ptr() as usize;
-        assert!(
-            addr >> ADDR_BITS == 0,
-            "coroutine header above the 48-bit address space"
-        );
+        // Checked when the header was allocated (`body::alloc_header`).
+        debug_assert!(addr >> ADDR_BITS == 0, "coroutine header above 48 bits");
         let g = (self.idle >> 1) as usize;
         let word = addr | (g & LOW_MASK) | (((g >> LOW_BITS) & HIGH_MASK) << ADDR_BITS);
         NonNull::new(word as *mut std::ffi::c_void).expect("header address is not null")

@@ -217,3 +217,25 @@ fn a_stale_handle_is_refused_after_its_header_is_reused() {
     assert_eq!(c_enter(second), 0);
     assert_eq!(ran.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn handles_of_old_bodies_carry_every_generation_bit() {
+    // One body reused 600 times (the thread's one-body cache): generations
+    // above 255 put bits in the handle's top 16, which the C enter's claim
+    // must compare too.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut last = None;
+    for round in 0..600 {
+        let r = ran.clone();
+        let co = Coroutine::new(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(c_enter(co), 0, "round {round}");
+        if let Some(stale) = last.replace(co) {
+            assert_eq!(c_enter(stale), -(Refusal::Terminated as i32));
+        }
+    }
+    assert_eq!(ran.load(Ordering::Relaxed), 600);
+    let high = last.expect("ran").into_raw().as_ptr() as usize >> 48;
+    assert_ne!(high, 0, "the body was not reused enough to reach the high bits");
+}

@@ -121,19 +121,32 @@ fn create(
     spawn: impl FnOnce(CEntry) -> std::io::Result<Coroutine>,
 ) -> *mut CorralCo {
     let Some(entry) = entry else {
-        set_error(libc::EINVAL, "corral_co_create: entry is NULL");
-        return ptr::null_mut();
+        return null_entry();
     };
     match spawn(CEntry { entry, opaque }) {
         Ok(co) => to_handle(co),
-        Err(error) => {
-            set_error(
-                error.raw_os_error().unwrap_or(libc::ENOMEM),
-                &error.to_string(),
-            );
-            ptr::null_mut()
-        }
+        Err(error) => create_failed(error),
     }
+}
+
+/// A create with a NULL entry: EINVAL.
+#[cold]
+#[inline(never)]
+fn null_entry() -> *mut CorralCo {
+    set_error(libc::EINVAL, "corral_co_create: entry is NULL");
+    ptr::null_mut()
+}
+
+/// A refused create: errno and message from the runtime's error. Out of
+/// line, so the common path keeps no error state in its frame.
+#[cold]
+#[inline(never)]
+fn create_failed(error: std::io::Error) -> *mut CorralCo {
+    set_error(
+        error.raw_os_error().unwrap_or(libc::ENOMEM),
+        &error.to_string(),
+    );
+    ptr::null_mut()
 }
 
 // Enter and yield are the runtime's assembly entry points (`c_abi`), which
