@@ -182,17 +182,17 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         "mov rbx, rsi",
         // Make it current (in assembly on a thread set up before; the Rust
         // half sets a thread up on its first enter).
-        "mov r10, qword ptr [rip + corral_runtime_warm_v1@GOTTPOFF]",
-        "cmp qword ptr fs:[r10], 0",
-        "je 6f",
+        // (The warm flag is the word after `current`: tls.rs declares them
+        // together.)
         "mov r10, qword ptr [rip + corral_runtime_current_v1@GOTTPOFF]",
+        "cmp qword ptr fs:[r10 + 8], 0",
+        "je 6f",
         "mov rdx, qword ptr fs:[r10]",
         "mov qword ptr fs:[r10], rcx",
         "lea rax, [rcx + {slots}]",
         // rax: the slots to resume; rdx: the previous current coroutine.
         "5:",
         "push rdx",
-        "push rax",
         // The rest of our caller's callee-saved registers (the coroutine
         // clobbers them).
         push_callee_saved_but_rbx!(),
@@ -201,16 +201,18 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         "mov rax, [rsi]",
         "call [rax]",
         pop_callee_saved_but_rbx!(),
-        "pop rsi",
         "pop rdx",
-        // The current coroutine is the previous one again.
+        // The coroutine we entered is still the current one (whatever it
+        // entered in turn gave it back): its header; then the previous one
+        // is current again.
         "mov r10, qword ptr [rip + corral_runtime_current_v1@GOTTPOFF]",
+        "mov rsi, qword ptr fs:[r10]",
         "mov qword ptr fs:[r10], rdx",
         "cmp rdi, {yielded}",
         "jne 7f",
         // Yielded: it is off its stack, anyone may enter it. Only the
         // RUNNING holder (us) writes the state word: a plain RMW.
-        "and qword ptr [rsi - {slots}], -2",
+        "and qword ptr [rsi], -2",
         "pop rbx",
         "xor eax, eax",
         "pop rcx",
@@ -219,7 +221,7 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         "7:",
         "cmp rdi, {finished}",
         "jne 8f",
-        "lea rdi, [rsi - {slots}]",
+        "mov rdi, rsi",
         "call {finished_fn}",
         "pop rbx",
         "xor eax, eax",
@@ -228,7 +230,7 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         // Any other event: the Rust half.
         "8:",
         "mov rax, rdi",
-        "lea rdi, [rsi - {slots}]",
+        "mov rdi, rsi",
         "mov rsi, rdx",
         "mov rdx, rax",
         "call {end}",

@@ -48,6 +48,7 @@ global_asm!(
     ".size corral_runtime_current_v1, 8",
     "corral_runtime_current_v1:",
     ".zero 8",
+    // Right after `current`: the C ABI's enter reads it at `current + 8`.
     ".globl corral_runtime_warm_v1",
     ".hidden corral_runtime_warm_v1",
     ".type corral_runtime_warm_v1, @object",

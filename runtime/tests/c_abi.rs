@@ -237,5 +237,29 @@ fn handles_of_old_bodies_carry_every_generation_bit() {
     }
     assert_eq!(ran.load(Ordering::Relaxed), 600);
     let high = last.expect("ran").into_raw().as_ptr() as usize >> 48;
-    assert_ne!(high, 0, "the body was not reused enough to reach the high bits");
+    assert_ne!(
+        high, 0,
+        "the body was not reused enough to reach the high bits"
+    );
+}
+
+#[test]
+fn a_threads_first_enter_may_come_from_c() {
+    let entered = Arc::new(AtomicUsize::new(0));
+    let e = entered.clone();
+    let co = Coroutine::new(move || {
+        e.fetch_add(1, Ordering::Relaxed);
+        c_yield();
+        e.fetch_add(1, Ordering::Relaxed);
+    });
+    // A fresh thread: its first enter (C) sets the thread up, its second
+    // takes the fast path.
+    std::thread::spawn(move || {
+        assert_eq!(c_enter(co), 0);
+        assert_eq!(c_enter(co), 0);
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(entered.load(Ordering::Relaxed), 2);
+    assert!(co.is_terminated());
 }
