@@ -241,7 +241,7 @@ impl<T> Drop for Ring<T> {
 /// than spinning threads).
 fn spin_or_yield(spins: &mut u32) {
     *spins += 1;
-    if *spins % 64 == 0 {
+    if (*spins).is_multiple_of(64) {
         thread::yield_now();
     } else {
         std::hint::spin_loop();

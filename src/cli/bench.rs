@@ -265,7 +265,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         }
     };
     if let Some((_, align)) = dev.alignment() {
-        if args.size % align != 0 {
+        if !args.size.is_multiple_of(align) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("--direct needs --size to be a multiple of {align} bytes on this file"),
@@ -328,7 +328,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         }
         ctx.poll(true);
         iterations += 1;
-        if iterations % 1024 == 0 {
+        if iterations.is_multiple_of(1024) {
             progress.update(
                 RUN.with(|run| run.borrow().as_ref().map_or(0, |run| run.completed)),
                 start,

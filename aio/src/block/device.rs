@@ -361,9 +361,9 @@ impl BlockDevice {
                 "more than IOV_MAX (1024) buffers in one request",
             ));
         }
-        if !offset
+        if offset
             .checked_add(len as u64)
-            .is_some_and(|end| end <= i64::MAX as u64)
+            .is_none_or(|end| end > i64::MAX as u64)
         {
             return Err(invalid(
                 libc::EINVAL,
@@ -371,7 +371,7 @@ impl BlockDevice {
             ));
         }
         if let Some((mem_align, off_align)) = self.inner.direct {
-            if offset % off_align as u64 != 0 {
+            if !offset.is_multiple_of(off_align as u64) {
                 return Err(invalid(
                     libc::EINVAL,
                     "O_DIRECT offset is not aligned to the device's block size",
@@ -382,7 +382,7 @@ impl BlockDevice {
             //   callers above), which have the layout of `iovec`.
             let bufs = unsafe { std::slice::from_raw_parts(iov, iovcnt) };
             for buf in bufs {
-                if buf.iov_base as usize % mem_align != 0 {
+                if !(buf.iov_base as usize).is_multiple_of(mem_align) {
                     return Err(invalid(
                         libc::EINVAL,
                         "O_DIRECT buffer address is not aligned to the device's memory alignment",

@@ -164,7 +164,7 @@ pub(crate) unsafe fn complete_in_submit(req: NonNull<Request>, res: isize) {
     // SAFETY: `req` is live and still owned by the backend (caller's contract).
     let req = unsafe { req.as_ref() };
     debug_assert!(req.result.get().is_none(), "block request completed twice");
-    debug_assert!(req.waiter.map_or(true, |co| co.entered()));
+    debug_assert!(req.waiter.is_none_or(|co| co.entered()));
     req.result.set(Some(res));
 }
 

@@ -262,5 +262,5 @@ pub unsafe extern "C" fn corral_co_entered(co: *const CorralCo) -> bool {
 /// * `co` is NULL or a pointer returned by `corral_co_create`.
 #[no_mangle]
 pub unsafe extern "C" fn corral_co_is_terminated(co: *const CorralCo) -> bool {
-    guard(|| coroutine_of(co).map_or(true, |co| co.is_terminated()))
+    guard(|| coroutine_of(co).is_none_or(|co| co.is_terminated()))
 }

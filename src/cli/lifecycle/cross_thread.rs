@@ -185,7 +185,7 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
                     ring.slots[*tail % RING]
                         .store(co.into_raw().as_ptr() as usize, Ordering::Relaxed);
                     *tail += 1;
-                    if *tail % PUBLISH == 0 {
+                    if (*tail).is_multiple_of(PUBLISH) {
                         ring.tail.0.store(*tail, Ordering::Release);
                     }
                 }
