@@ -7,10 +7,18 @@
 //! interleave), and an enter+yield round trip would pay two mispredictions:
 //! more than the rest of the switch. So both are written in assembly and
 //! leave every frame with an indirect jump (`pop rcx; jmp rcx`), which the
-//! branch target predictor gets right; only the calls into the Rust halves
-//! of the work return normally, in pairs. They follow the switch protocol
-//! of `switch.rs`, so a coroutine entered from C may yield from Rust and
-//! the other way round.
+//! branch target predictor gets right. They follow the switch protocol of
+//! `switch.rs`, so a coroutine entered from C may yield from Rust and the
+//! other way round.
+//!
+//! The common cases make no call at all: enter claims the coroutine (the
+//! same compare-and-swap as `Coroutine::try_enter`, which also catches
+//! misuse), swaps the current coroutine in the thread-local declared in
+//! assembly (tls.rs), switches, and on a yield clears the RUNNING bit; yield
+//! reads the current coroutine and switches. Rust halves, called in pairs
+//! with their returns, handle the rest: a thread's first enter (signal
+//! stack, counter block), a termination (the body goes back to its pool),
+//! a panic or a body's exit, and refusals.
 //!
 //! A refusal (NULL handle, entering a running or terminated coroutine,
 //! yielding outside a coroutine) calls the caller's handler with a
