@@ -193,11 +193,8 @@ impl<T> Ring<T> {
                 spin_or_yield(&mut spins);
             }
         }
-        // SAFETY:
-        // * only the producer calls `push`, and the slot is outside
-        //   `head..tail` (the ring is not full), so the consumer is done
-        //   with it (its Release store of `head` was Acquired in this or
-        //   an earlier call).
+        // SAFETY: only the producer pushes; the slot is outside `head..tail` (not
+        // full), so the consumer is done with it (its Release of `head` was Acquired).
         unsafe { (*self.slots[tail % RING].get()).write(value) };
         self.tail.0.store(tail + 1, Release);
     }
@@ -217,11 +214,8 @@ impl<T> Ring<T> {
                 spin_or_yield(&mut spins);
             }
         }
-        // SAFETY:
-        // * only the consumer calls `pop`; the slot is inside `head..tail`,
-        //   written by the producer before its Release store of `tail`,
-        //   which an Acquire load (this or an earlier call) saw; it is read
-        //   once, then `head` moves past it.
+        // SAFETY: only the consumer pops; the slot is in `head..tail`, written before
+        // the producer's Release of `tail` (Acquired); read once, then `head` moves on.
         let value = unsafe { (*self.slots[head % RING].get()).assume_init_read() };
         self.head.0.store(head + 1, Release);
         Some(value)
@@ -251,11 +245,8 @@ fn spin_or_yield(spins: &mut u32) {
 /// Pins the calling thread to `cpu` (best effort: a refusal only leaves the
 /// scheduler free to place it).
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY:
-    // * `set` is a plain bit mask, zero-initialised then filled by CPU_SET
-    //   with an index below CPU_SETSIZE (`cpu` is 0 or 1);
-    // * sched_setaffinity(0, ..) affects only the calling thread and reads
-    //   `size_of::<cpu_set_t>()` bytes from a valid, live `set`.
+    // SAFETY: `set` is a zeroed bit mask filled by CPU_SET with `cpu` < CPU_SETSIZE;
+    // sched_setaffinity(0, ..) touches only this thread and reads a live `set`.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);

@@ -203,7 +203,7 @@ pub(crate) fn enter_end(
     cache: ThreadCache,
     message: usize,
 ) {
-    cache.restore_current(prev);
+    tls::set_current(prev);
     let res = Event::from_message(message);
     // The two common cases inline: nothing but the header and the cache's
     // address kept across the switch (the generation is read back from the

@@ -69,6 +69,23 @@ pub(crate) const PARENT_SP: usize = 8;
 const _: () = assert!(std::mem::offset_of!(Slots, parent_sp) == PARENT_SP);
 const _: () = assert!(std::mem::offset_of!(Slots, co_sp) == 0);
 
+/// One side of a switch: `asm!` with `templates` and the operands both
+/// sides share, so they cannot drift apart: the message in and out in
+/// `rdi`, the slots in `rsi`, and everything the other side may change
+/// (caller-saved registers through clobber_abi, r12-r15 as lateouts; rbx
+/// and rbp, which LLVM reserves, are pushed by the templates).
+macro_rules! switch_asm {
+    ($message:expr => $back:ident, $slots:expr, $($template:literal),+ $(,)?) => {
+        asm!(
+            $($template),+,
+            inlateout("rdi") $message => $back,
+            inlateout("rsi") $slots => _,
+            lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
+            clobber_abi("sysv64"),
+        )
+    };
+}
+
 /// Enters the coroutine whose context is in `slots.co_sp` with `message`;
 /// returns the message it suspends with.
 ///
@@ -88,17 +105,15 @@ pub(crate) unsafe fn resume(slots: *mut Slots, message: usize) -> usize {
     // * everything the other side may change is declared: caller-saved
     //   registers (clobber_abi), r12-r15 (lateout), rbx/rbp (pushed here).
     unsafe {
-        asm!(
+        switch_asm!(
+            message => back,
+            slots,
             "push rbp",
             "push rbx",
             "mov rax, [rsi]",
             "call [rax]",
             "pop rbx",
             "pop rbp",
-            inlateout("rdi") message => back,
-            inlateout("rsi") slots => _,
-            lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
-            clobber_abi("sysv64"),
         );
     }
     back
@@ -121,7 +136,9 @@ pub(crate) unsafe fn suspend(slots: *mut Slots, message: usize) -> usize {
     //   resumer passes `co_sp` there) and pops what we pushed, so the block
     //   ends with our stack as it began; clobbers as in `resume`.
     unsafe {
-        asm!(
+        switch_asm!(
+            message => back,
+            slots,
             "push rbp",
             "push rbx",
             "lea rax, [rip + 2f]",
@@ -134,10 +151,6 @@ pub(crate) unsafe fn suspend(slots: *mut Slots, message: usize) -> usize {
             "lea rsp, [rax + 8]",
             "pop rbx",
             "pop rbp",
-            inlateout("rdi") message => back,
-            inlateout("rsi") slots => _,
-            lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
-            clobber_abi("sysv64"),
         );
     }
     back

@@ -177,13 +177,6 @@ impl ThreadCache {
     pub(crate) fn set_slot(self, h: *mut Header) {
         self.get().slot.set(h);
     }
-
-    /// Restores the running coroutine when an enter returns (see
-    /// [`enter_replace_current`]).
-    #[inline(always)]
-    pub(crate) fn restore_current(self, h: *const Header) {
-        set_current(h);
-    }
 }
 
 /// This thread's cache. Inlined only into `#[inline(never)]` functions that

@@ -311,11 +311,9 @@ impl BlockDevice {
     }
 
     fn submit_and_wait(&self, req: NonNull<Request>) -> io::Result<usize> {
-        // SAFETY:
-        // * `req` points to a request owned by this frame, which does not return (and so
-        //   neither moves nor frees it) until the request has its result;
-        // * until then we only read the result through a shared reference;
-        // * we are on the context thread, inside the waiting coroutine (checked in `run`).
+        // SAFETY: `req` is owned by this frame, which neither returns, moves nor frees it
+        // before its result is in (read only through `&`); we are the waiting coroutine on
+        // the context thread (checked in `run`).
         unsafe { self.inner.backend.submit(req) };
         // SAFETY: `req` is valid (see above); `result` is a `Cell` read on this thread.
         if let Some(res) = unsafe { req.as_ref() }.result() {

@@ -80,12 +80,10 @@ impl Backend for ThreadsBackend {
             move || perform(&work_req),
             move |res: Option<isize>| {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
-                // SAFETY:
-                // * the worker finished with the request (or never started it: cancelled) and
-                //   this completion runs once, on the context thread, with no backend state
-                //   borrowed.
                 // The waiter resumes from the context's coroutine list, not inside the pool's
                 // completion loop, which a panicking coroutine would cut short.
+                // SAFETY: the worker is done with the request (or never started: cancelled);
+                // this runs once, on the context thread, with no backend state borrowed.
                 unsafe {
                     request::complete_scheduled(
                         done_req.into_inner(),

@@ -155,6 +155,19 @@ fn create_failed(error: std::io::Error) -> *mut CorralCo {
 // load its refusal handler, jump to the runtime's entry (no frame of its
 // own). The handlers run only on misuse and map it to errno and message.
 
+/// The body of an exported enter or yield: load the refusal handler's
+/// address into the runtime entry's handler register, jump to the entry.
+macro_rules! jump_with_handler {
+    ($reg:literal, $handler:path, $entry:path) => {
+        naked_asm!(
+            concat!("lea ", $reg, ", [rip + {handler}]"),
+            "jmp {entry}",
+            handler = sym $handler,
+            entry = sym $entry,
+        )
+    };
+}
+
 /// errno and message of a refusal.
 fn refusal_error(refusal: Refusal) -> (i32, &'static str) {
     match refusal {
@@ -185,12 +198,7 @@ extern "C" fn refused_abort(refusal: Refusal) -> i32 {
 #[no_mangle]
 #[unsafe(naked)]
 pub unsafe extern "C" fn corral_co_enter(co: *mut CorralCo) -> i32 {
-    naked_asm!(
-        "lea rsi, [rip + {handler}]",
-        "jmp {enter}",
-        handler = sym refused_errno,
-        enter = sym c_abi::enter,
-    )
+    jump_with_handler!("rsi", refused_errno, c_abi::enter)
 }
 
 /// `corral_co_enter_or_abort`: as `corral_co_enter`, aborting on misuse.
@@ -201,36 +209,21 @@ pub unsafe extern "C" fn corral_co_enter(co: *mut CorralCo) -> i32 {
 #[no_mangle]
 #[unsafe(naked)]
 pub unsafe extern "C" fn corral_co_enter_or_abort(co: *mut CorralCo) {
-    naked_asm!(
-        "lea rsi, [rip + {handler}]",
-        "jmp {enter}",
-        handler = sym refused_abort,
-        enter = sym c_abi::enter,
-    )
+    jump_with_handler!("rsi", refused_abort, c_abi::enter)
 }
 
 /// `corral_co_yield`: 0 once resumed, `-EPERM` outside a coroutine.
 #[no_mangle]
 #[unsafe(naked)]
 pub extern "C" fn corral_co_yield() -> i32 {
-    naked_asm!(
-        "lea rdi, [rip + {handler}]",
-        "jmp {yield_}",
-        handler = sym refused_errno,
-        yield_ = sym c_abi::yield_,
-    )
+    jump_with_handler!("rdi", refused_errno, c_abi::yield_)
 }
 
 /// `corral_co_yield_or_abort`: as `corral_co_yield`, aborting outside a coroutine.
 #[no_mangle]
 #[unsafe(naked)]
 pub extern "C" fn corral_co_yield_or_abort() {
-    naked_asm!(
-        "lea rdi, [rip + {handler}]",
-        "jmp {yield_}",
-        handler = sym refused_abort,
-        yield_ = sym c_abi::yield_,
-    )
+    jump_with_handler!("rdi", refused_abort, c_abi::yield_)
 }
 
 /// `corral_co_self`: the running coroutine, NULL outside coroutines.
