@@ -30,9 +30,11 @@
 //!   thread-local teardown goes straight to the global list: nothing leaks.
 //! * **Counters.** [`PoolStats`] is summed on demand from per-thread blocks
 //!   that only their owner writes; exact when threads are quiescent.
-//! * **Release hook.** An optional `fn(&mut T)` runs on each object as it
-//!   leaves a thread for the global list (the runtime uses it to give deep
-//!   stack pages back to the kernel).
+//! * **Hooks.** An optional `fn(&mut T)` runs on each object as it leaves a
+//!   thread for the global list (the runtime uses it to give deep stack pages
+//!   back to the kernel); an optional `fn(&T)` sees objects a few gets before
+//!   they are handed out, to prefetch what they point to (the runtime fetches
+//!   the header line a create writes).
 //! * **Checked.** Atomics and `UnsafeCell` come from `sync.rs`, which is loom
 //!   under `--cfg loom`; `scripts/loom.sh` runs the models, `scripts/miri.sh`
 //!   the unit tests under miri.
@@ -82,7 +84,7 @@ mod stats;
 mod sync;
 
 pub use config::PoolConfig;
-pub use pool::Pool;
+pub use pool::{Pool, PREFETCH_DISTANCE};
 pub use stats::PoolStats;
 
 /// Items the [`pool!`] macro expands to; not a stable API.
@@ -108,17 +110,26 @@ pub mod __private {
 /// ```
 ///
 /// The hook (`fn(&mut T)`) runs on each object as it leaves a thread for the
-/// global list (a batch release or thread exit). Not available under
+/// global list (a batch release or thread exit). An optional third item, a
+/// prefetch hook (`fn(&T)`), is shown objects a few gets before they are
+/// handed out (see [`Pool::with_prefetch_hook`]). Not available under
 /// `cfg(loom)`, where pools are built inside the model with `Pool::__new`.
 #[macro_export]
 macro_rules! pool {
+    ($(#[$attr:meta])* $vis:vis static $name:ident : Pool<$t:ty> = ($config:expr, $hook:expr, $prefetch:expr $(,)?); ) => {
+        $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config,
+            ::core::option::Option::Some($hook as fn(&mut $t)),
+            ::core::option::Option::Some($prefetch as fn(&$t)));
+    };
     ($(#[$attr:meta])* $vis:vis static $name:ident : Pool<$t:ty> = ($config:expr, $hook:expr $(,)?); ) => {
-        $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config, ::core::option::Option::Some($hook as fn(&mut $t)));
+        $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config,
+            ::core::option::Option::Some($hook as fn(&mut $t)), ::core::option::Option::None);
     };
     ($(#[$attr:meta])* $vis:vis static $name:ident : Pool<$t:ty> = $config:expr; ) => {
-        $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config, ::core::option::Option::None);
+        $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config,
+            ::core::option::Option::None, ::core::option::Option::None);
     };
-    (@static $(#[$attr:meta])* $vis:vis $name:ident, $t:ty, $config:expr, $hook:expr) => {
+    (@static $(#[$attr:meta])* $vis:vis $name:ident, $t:ty, $config:expr, $hook:expr, $prefetch:expr) => {
         $(#[$attr])*
         $vis static $name: $crate::Pool<$t> = {
             const CONFIG: $crate::PoolConfig = $config;
@@ -128,7 +139,7 @@ macro_rules! pool {
             }
             static SHARED: $crate::__private::PoolShared<$t> =
                 $crate::__private::PoolShared::new(CONFIG);
-            $crate::Pool::__new(&LOCAL, &SHARED, CONFIG, $hook)
+            $crate::Pool::__new(&LOCAL, &SHARED, CONFIG, $hook).__with_prefetch($prefetch)
         };
     };
 }

@@ -6,14 +6,14 @@
 //! owner-only counter stores.
 //!
 //! Re-entrancy rule: user code (a `create` closure, `T::drop`, the release
-//! hook) and epoch pins (which may run other crates' deferred destructors)
+//! hook; the prefetch hook excepted, which must not use the pool) and epoch pins (which may run other crates' deferred destructors)
 //! never run while the list is borrowed. Each method below borrows the list
 //! for a few plain operations and returns whatever needs slow work to the
 //! caller, which does it after the borrow ends. So a `Drop` that puts into
 //! the same pool finds the list free.
 
 use crate::counters::ThreadCounters;
-use crate::pool::Pool;
+use crate::pool::{Pool, PREFETCH_DISTANCE};
 use crate::sync::{loom_const_fn, UnsafeCell};
 use std::fmt;
 
@@ -87,6 +87,12 @@ impl<T: Send + 'static> LocalSlot<T> {
     pub(crate) fn pop(&self, pool: &'static Pool<T>) -> Option<T> {
         self.with_local(pool, |local| {
             let value = local.items.pop()?;
+            if let Some(hook) = pool.prefetch_hook() {
+                let later = local.items.len().checked_sub(PREFETCH_DISTANCE);
+                if let Some(later) = later.and_then(|i| local.items.get(i)) {
+                    hook(later);
+                }
+            }
             local.counters.reused.add_owned(1);
             local.counters.local_len.set_owned(local.items.len() as u64);
             Some(value)
@@ -98,6 +104,10 @@ impl<T: Send + 'static> LocalSlot<T> {
         self.with_local(pool, |local| {
             local.counters.stolen.add_owned(1);
             let value = batch.pop();
+            if let Some(hook) = pool.prefetch_hook() {
+                let soon = batch.len().saturating_sub(PREFETCH_DISTANCE);
+                batch[soon..].iter().for_each(hook);
+            }
             local.items.append(&mut batch);
             if value.is_some() {
                 local.counters.reused.add_owned(1);

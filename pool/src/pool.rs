@@ -23,7 +23,13 @@ pub struct Pool<T: Send + 'static> {
     shared: &'static PoolShared<T>,
     config: PoolConfig,
     release_hook: Option<fn(&mut T)>,
+    prefetch_hook: Option<fn(&T)>,
 }
+
+/// How many gets ahead of the object it hands out a get shows the prefetch
+/// hook the object a later get will hand out (see
+/// [`Pool::with_prefetch_hook`]).
+pub const PREFETCH_DISTANCE: usize = 4;
 
 /// The part of a [`Pool`] that threads share (created by
 /// [`pool!`](crate::pool); not for direct use).
@@ -59,6 +65,7 @@ impl<T: Send + 'static> fmt::Debug for Pool<T> {
             .field("config", &self.config())
             .field("stats", &self.stats())
             .field("release_hook", &self.release_hook.is_some())
+            .field("prefetch_hook", &self.prefetch_hook.is_some())
             .finish()
     }
 }
@@ -81,6 +88,35 @@ impl<T: Send + 'static> Pool<T> {
                 shared,
                 config: config.sanitized(),
                 release_hook,
+                prefetch_hook: None,
+            }
+        }
+    }
+
+    loom_const_fn! {
+        /// Adds a prefetch hook (the third item of [`pool!`](crate::pool)).
+        ///
+        /// A get from the local list calls `hook` on the object that the
+        /// [`PREFETCH_DISTANCE`]th get after it will hand out (if the list
+        /// holds one), and a batch taken from the global list shows it the
+        /// first objects it will hand out. The hook may ask the CPU to
+        /// fetch memory the object points to: objects released by another
+        /// thread come back with their memory in that thread's cache, and
+        /// the fetch then overlaps the work between gets. It runs with
+        /// the list borrowed: it must not use the pool.
+        pub fn with_prefetch_hook(self, hook: fn(&T)) -> Pool<T> {
+            self.__with_prefetch(Some(hook))
+        }
+    }
+
+    loom_const_fn! {
+        /// [`with_prefetch_hook`](Self::with_prefetch_hook) with an optional
+        /// hook, for [`pool!`](crate::pool).
+        #[doc(hidden)]
+        pub fn __with_prefetch(self, hook: Option<fn(&T)>) -> Pool<T> {
+            Pool {
+                prefetch_hook: hook,
+                ..self
             }
         }
     }
@@ -258,6 +294,10 @@ impl<T: Send + 'static> Pool<T> {
     #[doc(hidden)]
     pub fn __shared(&self) -> &'static PoolShared<T> {
         self.shared
+    }
+
+    pub(crate) fn prefetch_hook(&self) -> Option<fn(&T)> {
+        self.prefetch_hook
     }
 
     pub(crate) fn config_ref(&self) -> &PoolConfig {

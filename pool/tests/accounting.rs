@@ -241,3 +241,46 @@ fn bounded_multi_thread_stress() {
     P.trim();
     assert_eq!(DROPS.load(Relaxed), CREATED.load(Relaxed));
 }
+
+/// The prefetch hook sees, on each local get, the object the
+/// PREFETCH_DISTANCE-th get after it hands out; after a batch steal, the
+/// first objects the stolen batch will hand out.
+#[test]
+fn prefetch_hook_sees_what_later_gets_hand_out() {
+    use corral_pool::PREFETCH_DISTANCE;
+    use std::cell::RefCell;
+    thread_local! { static SEEN: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) }; }
+    fn saw(v: &u64) {
+        SEEN.with(|s| s.borrow_mut().push(*v));
+    }
+    pool! { static P: Pool<u64> = (SMALL, |_: &mut u64| {}, saw); }
+    // Local list (LIFO): 0..8 put, so gets hand out 7, 6, ..., 0.
+    (0..8).for_each(|v| P.put(v));
+    let got: Vec<u64> = (0..8).map(|_| P.try_get().expect("pooled")).collect();
+    assert_eq!(got, (0..8).rev().collect::<Vec<_>>());
+    let seen = SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    // Get i hands out got[i] and shows got[i + D] while there is one.
+    let expected: Vec<u64> = got[PREFETCH_DISTANCE..].to_vec();
+    assert_eq!(seen, expected);
+
+    // Another thread releases its oldest batch (and keeps the rest until we
+    // are done); this thread steals that batch and is shown the objects it
+    // will hand out next.
+    let (released, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            (100..100 + SMALL.local_cap as u64 + 1).for_each(|v| P.put(v));
+            released.wait();
+            done.wait();
+        });
+        released.wait();
+        let first = P.try_get().expect("a stolen batch");
+        let seen = SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let next: Vec<u64> = (1..SMALL.batch_size)
+            .map(|_| P.try_get().unwrap())
+            .collect();
+        assert_eq!(first, 100 + SMALL.batch_size as u64 - 1);
+        assert_eq!(seen, next.iter().rev().copied().collect::<Vec<_>>());
+        done.wait();
+    });
+}

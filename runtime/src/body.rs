@@ -116,15 +116,16 @@ const _: () = assert!(std::mem::offset_of!(Inner, slots) == 0);
 pub(crate) struct Inner {
     /// The trampoline's saved context and its enterer's (see `switch.rs`).
     pub(crate) slots: Slots,
+    /// Lowest address the parked trampoline may need (the canary sits
+    /// there); 0 before the first run. Read only by the release hook; next
+    /// to the slots, so the hook reads a line the last enter touched.
+    keep_from: usize,
     /// The stack the trampoline runs on (unmapped when the body is dropped).
     stack: Stack,
     pub(crate) entry: EntryStorage,
     /// The payload of the entry that panicked, until its enterer takes it.
     pub(crate) payload: Option<Payload>,
     pub(crate) bounds: Bounds,
-    /// Lowest address the parked trampoline may need (the canary sits
-    /// there); 0 before the first run. Read only by the release hook.
-    keep_from: usize,
 }
 
 impl Header {

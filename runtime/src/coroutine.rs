@@ -327,8 +327,10 @@ impl Coroutine {
         NonNull::new(word as *mut std::ffi::c_void).expect("header address is not null")
     }
 
-    /// Asks this CPU to fetch, owned, the header lines that [`enter`]
-    /// reads and writes (the state word, the entry, the parked trampoline).
+    /// Asks this CPU to fetch, owned, the two header lines that [`enter`]
+    /// reads and writes (the state word and the entry; the parked
+    /// trampoline's context). Only two: each line fetched for nothing
+    /// pushes a line of another coroutine out of this CPU's caches.
     /// An event loop that enters a queue of coroutines made on another
     /// thread calls it a few entries ahead, so the enter does not wait for
     /// those lines to cross between CPUs or to come back from a far cache.
@@ -339,9 +341,7 @@ impl Coroutine {
     #[inline]
     pub fn prefetch_raw(raw: NonNull<std::ffi::c_void>) {
         let addr = raw.as_ptr() as usize & ((1 << ADDR_BITS) - 1) & !LOW_MASK;
-        crate::prefetch::prefetch_lines_for_write::<{ std::mem::size_of::<Header>() / 64 }>(
-            addr as *const u8,
-        );
+        crate::prefetch::prefetch_lines_for_write::<2>(addr as *const u8);
     }
 
     /// Rebuilds a handle from [`into_raw`](Coroutine::into_raw).

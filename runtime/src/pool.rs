@@ -26,7 +26,7 @@ use std::sync::{Mutex, Once};
 
 use corral_pool::{Pool, PoolConfig, PoolStats};
 
-use crate::body::Parked;
+use crate::body::{Header, Parked};
 use crate::stack::GuardKind;
 use crate::sys::max_map_count;
 use crate::tls::ThreadCache;
@@ -37,14 +37,21 @@ use crate::tls::ThreadCache;
 pub const INSTALL_POOL_CAP_BYTES: usize = 2 << 30;
 
 corral_pool::pool! {
-    static INSTALL_POOL: Pool<Parked> = (PoolConfig::DEFAULT, release_hook);
+    static INSTALL_POOL: Pool<Parked> = (PoolConfig::DEFAULT, release_hook, prefetch_hook);
 }
 corral_pool::pool! {
-    static MPROTECT_POOL: Pool<Parked> = (PoolConfig::DEFAULT, release_hook);
+    static MPROTECT_POOL: Pool<Parked> = (PoolConfig::DEFAULT, release_hook, prefetch_hook);
 }
 
 fn release_hook(body: &mut Parked) {
     body.trim();
+}
+
+/// A body a create will take soon: fetch, owned, the header line the create
+/// writes (a body that came through the global list was last written by
+/// the thread that ended its coroutine, on another CPU).
+fn prefetch_hook(body: &Parked) {
+    crate::prefetch::prefetch_lines_for_write::<1>((body.header() as *const Header).cast());
 }
 
 /// Where a body goes when its coroutine terminates.
