@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use crate::entry::{self, EntryFn, EntryStorage};
 use crate::pool::Home;
-use crate::stack::{Bounds, GuardKind, Stack};
+use crate::stack::{GuardKind, Stack};
 use crate::switch::{self, Slots};
 use crate::EventLoopWords;
 
@@ -94,6 +94,12 @@ pub(crate) struct Header {
     /// Set (by the body's owner) before the last resume: the trampoline
     /// leaves its loop. As `shape`.
     exit: UnsafeCell<bool>,
+    /// The trampoline is parked in its loop (or not started): no entry is
+    /// under way on the stack, which may then be exchanged for a warmer one
+    /// (see [`swap_parked_stacks`]). Set when a body is made and when an
+    /// entry ends, cleared when one yields (by the enterer, in the line
+    /// where it writes the state word anyway). As `shape`.
+    pub(crate) parked: UnsafeCell<bool>,
     inner: UnsafeCell<MaybeUninit<Inner>>,
 }
 
@@ -105,6 +111,9 @@ const _: () = assert!(
 /// Offset of a header's switch slots (`Inner` is `repr(C)`, slots first):
 /// what the C ABI's assembly resumes with.
 pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Header, inner);
+
+/// Offset of a header's `parked` byte: the C ABI's assembly clears it.
+pub(crate) const PARKED_OFFSET: usize = std::mem::offset_of!(Header, parked);
 const _: () = assert!(std::mem::offset_of!(Inner, slots) == 0);
 
 /// The parts of a body used only by whoever owns it: the pool, the creator
@@ -117,16 +126,28 @@ pub(crate) struct Inner {
     /// The trampoline's saved context and its enterer's (see `switch.rs`).
     pub(crate) slots: Slots,
     /// Lowest address the parked trampoline may need (the canary sits
-    /// there); 0 before the first run. Read only by the release hook; next
-    /// to the slots, so the hook reads a line the last enter touched.
+    /// there), page-aligned, with bit 0 ([`RAN`]) set when an entry ran
+    /// on the stack since the release hook last looked; 0 before the
+    /// first run. Next to the slots: the hook reads a line the last enter
+    /// touched, and reads the canary only if the stack ran.
     keep_from: usize,
     /// The stack the trampoline runs on (unmapped when the body is dropped).
-    stack: Stack,
+    /// With `slots.co_sp` and `keep_from`, all that belongs to the stack:
+    /// one line, exchanged whole by [`swap_parked_stacks`].
+    pub(crate) stack: Stack,
     pub(crate) entry: EntryStorage,
     /// The payload of the entry that panicked, until its enterer takes it.
     pub(crate) payload: Option<Payload>,
-    pub(crate) bounds: Bounds,
 }
+
+/// Bit 0 of `Inner::keep_from`: an entry ran on the stack since the
+/// release hook last read the canary.
+const RAN: usize = 1;
+
+const _: () = assert!(
+    std::mem::offset_of!(Inner, stack) + std::mem::size_of::<Stack>() <= 64,
+    "the slots, keep_from and the stack share one cache line"
+);
 
 impl Header {
     const fn new() -> Header {
@@ -138,6 +159,7 @@ impl Header {
             shape: UnsafeCell::new(0),
             home: UnsafeCell::new(Home::Unpooled),
             exit: UnsafeCell::new(false),
+            parked: UnsafeCell::new(false),
             inner: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -170,10 +192,58 @@ impl Header {
         }
     }
 
+    /// Whether `other` (a pooled body) may give its stack to this coroutine:
+    /// this one is pooled too, with the same stack size and guard kind.
+    ///
+    /// # Safety
+    ///
+    /// * The caller owns both bodies.
+    #[inline(always)]
+    pub(crate) unsafe fn may_swap_stacks_with(&self, other: &Header) -> bool {
+        // SAFETY:
+        // * owned bodies (caller): plain data set when they were made.
+        unsafe {
+            *self.shape.get() == *other.shape.get()
+                && matches!(*self.home.get(), Home::PooledInstall | Home::PooledMprotect)
+        }
+    }
+
     /// Current generation.
     #[inline]
     pub(crate) fn generation(&self) -> u64 {
         self.state.load(Ordering::Acquire) >> 1
+    }
+}
+
+/// Exchanges the stacks of two bodies with everything that belongs to a
+/// stack (the mapping, the parked context, the kept pages), so that a
+/// coroutine about to run for the first time runs on the stack that is
+/// warm in this CPU's caches rather than on the one it was created with.
+/// Neither stack is touched: one line of each header is.
+///
+/// # Safety
+///
+/// * The caller owns both bodies; both trampolines are parked in their
+///   loop or not started (neither runs an entry), and
+///   [`Header::may_swap_stacks_with`] holds. A parked trampoline takes its
+///   header from the slots it is resumed through, so each one then runs
+///   the entries of its new header.
+#[inline(always)]
+pub(crate) unsafe fn swap_parked_stacks(a: &Header, b: &Header) {
+    let (a, b) = (a.inner(), b.inner());
+    // SAFETY:
+    // * both bodies are installed and owned (caller): the places are
+    //   initialised and disjoint (two distinct headers).
+    unsafe {
+        ptr::swap(
+            ptr::addr_of_mut!((*a).slots.co_sp),
+            ptr::addr_of_mut!((*b).slots.co_sp),
+        );
+        ptr::swap(
+            ptr::addr_of_mut!((*a).keep_from),
+            ptr::addr_of_mut!((*b).keep_from),
+        );
+        ptr::swap(ptr::addr_of_mut!((*a).stack), ptr::addr_of_mut!((*b).stack));
     }
 }
 
@@ -260,12 +330,11 @@ impl Parked {
     /// Maps a stack and sets a trampoline on it (not started yet).
     pub(crate) fn new(size: usize, kind: GuardKind, home: Home) -> io::Result<Parked> {
         let stack = Stack::new(size, kind)?;
-        let bounds = stack.bounds();
         let header = alloc_header();
         // SAFETY:
         // * the stack was just mapped: nobody runs on it, and its top pages
         //   are writable (at least MIN_STACK_SIZE usable bytes).
-        let co_sp = unsafe { switch::init(stack.top(), trampoline_main, header.as_ptr() as usize) };
+        let co_sp = unsafe { switch::init(stack.top(), trampoline_main, 0) };
         let inner = Inner {
             slots: Slots {
                 co_sp,
@@ -274,7 +343,6 @@ impl Parked {
             stack,
             payload: None,
             entry: EntryStorage::new(),
-            bounds,
             keep_from: 0,
         };
         // SAFETY:
@@ -286,6 +354,7 @@ impl Parked {
             *hd.shape.get() = shape(size, kind);
             *hd.home.get() = home;
             *hd.exit.get() = false;
+            *hd.parked.get() = true;
             hd.inner().write(inner);
         }
         Ok(Parked(header))
@@ -369,18 +438,25 @@ impl Parked {
     pub(crate) fn trim(&mut self) {
         // SAFETY:
         // * we own the body; only the trampoline (run by the owner) writes it.
-        let keep_from = unsafe { (*self.inner()).keep_from };
-        if keep_from == 0 {
+        let keep_from = unsafe { ptr::addr_of_mut!((*self.inner()).keep_from) };
+        // SAFETY:
+        // * as above.
+        let word = unsafe { *keep_from };
+        // Not started, or no entry ran since the last look: the canary
+        // (a line of the stack no one touched since) is still intact.
+        if word & RAN == 0 {
             return;
         }
-        let canary = keep_from as *mut u64;
+        let kept = word & !RAN;
+        let canary = kept as *mut u64;
         // SAFETY:
         // * we own the body and its trampoline is parked: nothing live lies
-        //   below `keep_from` (the trampoline's frames are above it);
-        // * `keep_from` is inside the stack's mapping (set by the trampoline).
+        //   below `kept` (the trampoline's frames are above it);
+        // * `kept` is inside the stack's mapping (set by the trampoline).
         unsafe {
+            *keep_from = kept;
             if canary.read_volatile() != CANARY {
-                (*self.inner()).bounds.trim_below(keep_from);
+                (*self.inner()).stack.bounds().trim_below(kept);
                 canary.write_volatile(CANARY);
             }
         }
@@ -417,44 +493,48 @@ fn below_this_frame() -> usize {
     std::hint::black_box(&marker) as *const u8 as usize
 }
 
+/// The header whose slots are `slots` (`Inner` sits at [`SLOTS_OFFSET`]).
+#[inline(always)]
+fn header_of(slots: *mut Slots) -> NonNull<Header> {
+    // SAFETY:
+    // * bodies are only ever resumed through a header's slots: the address
+    //   minus the offset is that header's, which is not null.
+    unsafe { NonNull::new_unchecked(slots.cast::<u8>().wrapping_sub(SLOTS_OFFSET).cast()) }
+}
+
 /// Where every body's stack starts (see `switch::init`): the trampoline,
 /// then the last switch, which never comes back.
 ///
 /// # Safety
 ///
-/// * `header` is the address of the header whose body owns this stack.
-unsafe extern "sysv64" fn trampoline_main(header: usize) -> ! {
+/// * `slots` are the switch slots of the header that owns this stack now
+///   (they came in `rsi` from the first resume).
+unsafe extern "sysv64" fn trampoline_main(_: usize, slots: *mut Slots) -> ! {
     // SAFETY:
-    // * `init` was given the header's address, which is not null.
-    let h = unsafe { NonNull::new_unchecked(header as *mut Header) };
-    // SAFETY:
-    // * we run on this header's stack, entered by its owner (caller).
-    unsafe { trampoline_loop(h) };
+    // * we run on this stack, entered by its owner through `slots` (caller).
+    let slots = unsafe { trampoline_loop(slots) };
     // Nothing of the loop is left on the stack: `Parked::drop` unmaps it
     // after this switch and never resumes us.
     // SAFETY:
-    // * headers are type-stable; the owner entered us through `resume`.
-    unsafe {
-        switch::suspend(
-            ptr::addr_of_mut!((*h.as_ref().inner()).slots),
-            Event::Exited as usize,
-        )
-    };
+    // * the owner entered us through these slots.
+    unsafe { switch::suspend(slots, Event::Exited as usize) };
     // SAFETY:
     // * see above: an exited trampoline is never resumed.
     unsafe { std::hint::unreachable_unchecked() }
 }
 
 /// The loop every body runs: one entry after another, parked in between,
-/// until the owner sets `exit`.
+/// until the owner sets `exit`. Returns the slots of the owner that did.
+///
+/// A parked stack may change headers (see [`swap_parked_stacks`]): every
+/// resume comes through the slots of the header that owns the stack at that
+/// moment, and the loop takes its header from them each time.
 ///
 /// # Safety
 ///
-/// * We run on `h`'s stack, entered through `switch::resume` by the owner.
-unsafe fn trampoline_loop(h: NonNull<Header>) {
-    // SAFETY:
-    // * headers are type-stable; the body is installed while it runs.
-    let inner = unsafe { h.as_ref() }.inner();
+/// * We run on the stack of `slots`' header, entered through
+///   `switch::resume` by its owner.
+unsafe fn trampoline_loop(mut slots: *mut Slots) -> *mut Slots {
     let page = crate::sys::page_size();
     let keep_from = (below_this_frame() - PARK_MARGIN) & !(page - 1);
     // SAFETY:
@@ -466,23 +546,27 @@ unsafe fn trampoline_loop(h: NonNull<Header>) {
     //   clobbers nothing.
     unsafe {
         (keep_from as *mut u64).write_volatile(CANARY);
-        (*inner).keep_from = keep_from;
+        (*header_of(slots).as_ref().inner()).keep_from = keep_from;
     }
-    // SAFETY:
-    // * headers are type-stable.
-    let exit = unsafe { h.as_ref() }.exit.get();
     loop {
         // SAFETY:
+        // * headers are type-stable.
+        let h = unsafe { header_of(slots).as_ref() };
+        // SAFETY:
         // * only the owner writes `exit`, before resuming us.
-        if unsafe { *exit } {
-            return;
+        if unsafe { *h.exit.get() } {
+            return slots;
         }
+        let inner = h.inner();
         // SAFETY:
         // * `Run` is only sent after `put_entry` (creation stores the entry);
         // * the slot is not touched again until the entry has been moved out.
         let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
-            entry::run(h.as_ref().entry_fn.get(), ptr::addr_of_mut!((*inner).entry))
+            entry::run(h.entry_fn.get(), ptr::addr_of_mut!((*inner).entry))
         }));
+        // SAFETY:
+        // * we run for the owner (caller): the body's words are ours.
+        unsafe { (*inner).keep_from |= RAN };
         // Unpooled bodies park too: dropping the body ends the loop with
         // `exit`, and the loop needs no test of where the body goes.
         let event = match outcome {
@@ -498,6 +582,6 @@ unsafe fn trampoline_loop(h: NonNull<Header>) {
         };
         // SAFETY:
         // * the owner entered us through `resume` (caller's contract).
-        unsafe { switch::suspend(ptr::addr_of_mut!((*inner).slots), event as usize) };
+        slots = unsafe { switch::suspend_to(slots, event as usize) }.1;
     }
 }

@@ -301,9 +301,9 @@ mod tests {
             let co = Builder::new().guard(kind).stack_size(size).spawn(move || {
                 let h = crate::tls::current();
                 // SAFETY:
-                // * the running coroutine's header, body installed; `bounds`
+                // * the running coroutine's header, body installed; its stack
                 //   is plain data.
-                let b = unsafe { (*(*h).inner()).bounds };
+                let b = unsafe { (*(*h).inner()).stack.bounds() };
                 assert_eq!(b.top - b.bottom, usable_size(size) + page_size());
                 assert_eq!(b.kind, kind);
             });

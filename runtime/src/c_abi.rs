@@ -30,7 +30,7 @@ use std::arch::naked_asm;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use crate::body::{Event, Header, SLOTS_OFFSET};
+use crate::body::{Event, Header, PARKED_OFFSET, SLOTS_OFFSET};
 use crate::coroutine::{
     enter_begin_raw, enter_end, finish, slots_of, ADDR_BITS, ADDR_PART, GEN_BITS, LOW_BITS,
 };
@@ -218,8 +218,11 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         "mov qword ptr fs:[r10], rdx",
         "cmp rdi, {yielded}",
         "jne 7f",
-        // Yielded: it is off its stack, anyone may enter it. Only the
-        // RUNNING holder (us) writes the state word: a plain RMW.
+        // Yielded: its entry is under way (not parked in its loop: no
+        // stack lending, see hot.rs); it is off its stack, anyone may
+        // enter it. Only the RUNNING holder (us) writes the state word: a
+        // plain RMW.
+        "mov byte ptr [rsi + {parked}], 0",
         "and qword ptr [rsi], -2",
         "pop rbx",
         "xor eax, eax",
@@ -273,6 +276,7 @@ pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> 
         end = sym c_enter_end,
         smallest = const SMALLEST_SLOTS,
         slots = const SLOTS_OFFSET,
+        parked = const PARKED_OFFSET,
         yielded = const Event::Yielded as usize,
         finished = const Event::Finished as usize,
         finished_fn = sym c_enter_finished,

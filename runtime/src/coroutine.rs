@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::body::{Event, Header, Parked, RUNNING};
 use crate::builder::Builder;
+use crate::hot;
 use crate::switch::{self, Slots};
 use crate::tls;
 use crate::tls::ThreadCache;
@@ -176,7 +177,9 @@ pub(crate) fn enter_begin(
     {
         return Err(refused(state, idle));
     }
-    Ok(tls::enter_replace_current(h))
+    let (prev, cache) = tls::enter_replace_current(h);
+    hot::lend_stack(h, cache);
+    Ok((prev, cache))
 }
 
 /// [`enter_begin`] from a raw handle, for the C ABI's general path (its
@@ -218,6 +221,9 @@ pub(crate) fn enter_end(
             // the RUNNING holder writes the state word, so a plain load
             // reads our own CAS's value.
             let running = h.state.load(Ordering::Relaxed);
+            // SAFETY:
+            // * we still hold the RUNNING bit: the body is ours.
+            unsafe { *h.parked.get() = false };
             h.state.store(running & !RUNNING, Ordering::Release);
         }
         _ => after_switch_slow(header, res, cache),
@@ -269,6 +275,9 @@ pub(crate) fn finish(header: NonNull<Header>, parked: bool, cache: ThreadCache) 
     // word, so the plain load reads our own CAS's value.
     let running = h.state.load(Ordering::Relaxed);
     debug_assert_eq!(running & RUNNING, RUNNING, "finish without the RUNNING bit");
+    // SAFETY:
+    // * we hold the RUNNING bit: the body is ours; its entry is over.
+    unsafe { *h.parked.get() = parked };
     h.state.store(running + 1, Ordering::Release);
     // SAFETY:
     // * we still own the body (terminated under our RUNNING bit, and the

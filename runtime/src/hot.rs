@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use corral_pool::PoolStats;
 
-use crate::body::{kind_index as index, Parked};
+use crate::body::{kind_index as index, swap_parked_stacks, Header, Parked};
 use crate::pool::pool_for;
 use crate::stack::GuardKind;
 use crate::tls::{self, ThreadCache};
@@ -213,21 +213,51 @@ pub(crate) fn evict_other_shape(size: usize, kind: GuardKind) {
 }
 
 /// Keeps `body` (a parked pooled body; `k` is the index of its guard kind)
-/// in the slot of `cache` (the calling thread's) if it is free; otherwise
-/// hands it back. Nothing is kept while the thread has no block (it is
-/// exiting).
+/// in the slot of `cache` (the calling thread's) and hands back the body
+/// the slot held, if any: the slot keeps the body whose stack this thread
+/// used last, the warmest (see [`lend_stack`]). Nothing is kept while the
+/// thread has no block (it is exiting).
 #[inline(always)]
 pub(crate) fn stash(cache: ThreadCache, body: Parked, k: usize) -> Option<Parked> {
     if cache.block().is_none() {
         return Some(body);
     }
     debug_assert_eq!(k, index(body.kind()), "index of another guard kind");
-    if !cache.slot().is_null() {
-        return Some(body);
-    }
+    let held = cache.slot();
     cache.set_slot(body.into_raw().as_ptr());
     bump(&cache.counts().stashed[k]);
-    None
+    let held = ptr::NonNull::new(held)?;
+    // SAFETY:
+    // * the slot owned that parked body and no longer does.
+    let held = unsafe { Parked::from_raw(held) };
+    bump(&cache.counts().evicted[index(held.kind())]);
+    Some(held)
+}
+
+/// A coroutine (`h`, owned by the caller) is being entered: if this is its
+/// first enter (its trampoline is parked in its loop) and this thread's
+/// slot holds a body of the same shape, the two exchange stacks, and the
+/// coroutine runs on the stack this thread ran last, warm in its caches. A
+/// coroutine created on another thread comes with a stack last used
+/// wherever the pool got it from: its first switch would wait for the
+/// parked frame's lines. The cold stack goes to the body in the slot,
+/// untouched (see `Parked::trim`). A thread that creates its coroutines
+/// itself took the slot's body for them: the slot is empty and this costs
+/// one test.
+#[inline(always)]
+pub(crate) fn lend_stack(h: &Header, c: ThreadCache) {
+    let Some(held) = ptr::NonNull::new(c.slot()) else {
+        return;
+    };
+    // SAFETY:
+    // * the slot owns that parked body (see `stash`) and keeps owning it;
+    //   this thread alone reaches the slot, and the caller owns `h`.
+    unsafe {
+        let held = held.as_ref();
+        if *h.parked.get() && h.may_swap_stacks_with(held) {
+            swap_parked_stacks(h, held);
+        }
+    }
 }
 
 /// Adds the slots' hits and held bodies of `kind` to the pool's counters:

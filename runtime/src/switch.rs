@@ -76,10 +76,13 @@ const _: () = assert!(std::mem::offset_of!(Slots, co_sp) == 0);
 /// and rbp, which LLVM reserves, are pushed by the templates).
 macro_rules! switch_asm {
     ($message:expr => $back:ident, $slots:expr, $($template:literal),+ $(,)?) => {
+        switch_asm!($message => $back, $slots => _, $($template),+)
+    };
+    ($message:expr => $back:ident, $slots:expr => $slots_back:tt, $($template:literal),+ $(,)?) => {
         asm!(
             $($template),+,
             inlateout("rdi") $message => $back,
-            inlateout("rsi") $slots => _,
+            inlateout("rsi") $slots => $slots_back,
             lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
             clobber_abi("sysv64"),
         )
@@ -129,7 +132,22 @@ pub(crate) unsafe fn resume(slots: *mut Slots, message: usize) -> usize {
 ///   enterer's context.
 #[inline(always)]
 pub(crate) unsafe fn suspend(slots: *mut Slots, message: usize) -> usize {
+    // SAFETY:
+    // * the caller's contract.
+    unsafe { suspend_to(slots, message) }.0
+}
+
+/// [`suspend`], also returning the slots the next resume came through
+/// (the landing code finds them in `rsi`): a parked trampoline learns from
+/// them which coroutine it runs next (see `body::trampoline_loop`).
+///
+/// # Safety
+///
+/// * As [`suspend`].
+#[inline(always)]
+pub(crate) unsafe fn suspend_to(slots: *mut Slots, message: usize) -> (usize, *mut Slots) {
     let back: usize;
+    let resumed_through: *mut Slots;
     // SAFETY:
     // * per the caller, `parent_sp` is a suspended context waiting for us;
     // * the landing code at `2:` restores our stack pointer from `rax` (the
@@ -138,7 +156,7 @@ pub(crate) unsafe fn suspend(slots: *mut Slots, message: usize) -> usize {
     unsafe {
         switch_asm!(
             message => back,
-            slots,
+            slots => resumed_through,
             "push rbp",
             "push rbx",
             "lea rax, [rip + 2f]",
@@ -153,15 +171,16 @@ pub(crate) unsafe fn suspend(slots: *mut Slots, message: usize) -> usize {
             "pop rbp",
         );
     }
-    back
+    (back, resumed_through)
 }
 
 /// The function a fresh stack starts in. It must never return: when it
 /// is done it suspends for the last time and is never resumed.
-pub(crate) type StackMain = unsafe extern "sysv64" fn(arg: usize) -> !;
+/// Its second argument is the slots its first resume came through.
+pub(crate) type StackMain = unsafe extern "sysv64" fn(arg: usize, slots: *mut Slots) -> !;
 
 /// Lays out a fresh stack whose top (exclusive) is `top` so that the first
-/// [`resume`] calls `main(arg)` on it; returns its context for `co_sp`.
+/// [`resume`] calls `main(arg, slots)` on it; returns its context for `co_sp`.
 ///
 /// # Safety
 ///
@@ -184,7 +203,8 @@ pub(crate) unsafe fn init(top: usize, main: StackMain, arg: usize) -> usize {
 }
 
 /// The resume pc of a fresh stack: lands as the protocol says, then calls
-/// `main(arg)` with an aligned stack and a null frame pointer (the end of
+/// `main(arg, slots)` (`rsi` still holds the resumer's slots) with an
+/// aligned stack and a null frame pointer (the end of
 /// the frame chain for debuggers and unwinders).
 #[unsafe(naked)]
 unsafe extern "sysv64" fn start() {
