@@ -29,7 +29,7 @@ pub struct Pool<T: Send + 'static> {
 /// How many gets ahead of the object it hands out a get shows the prefetch
 /// hook the object a later get will hand out (see
 /// [`Pool::with_prefetch_hook`]).
-pub const PREFETCH_DISTANCE: usize = 4;
+pub const PREFETCH_DISTANCE: usize = 8;
 
 /// The part of a [`Pool`] that threads share (created by
 /// [`pool!`](crate::pool); not for direct use).

@@ -253,11 +253,17 @@ fn prefetch_hook_sees_what_later_gets_hand_out() {
     fn saw(v: &u64) {
         SEEN.with(|s| s.borrow_mut().push(*v));
     }
-    pool! { static P: Pool<u64> = (SMALL, |_: &mut u64| {}, saw); }
-    // Local list (LIFO): 0..8 put, so gets hand out 7, 6, ..., 0.
-    (0..8).for_each(|v| P.put(v));
-    let got: Vec<u64> = (0..8).map(|_| P.try_get().expect("pooled")).collect();
-    assert_eq!(got, (0..8).rev().collect::<Vec<_>>());
+    const HOOKED: PoolConfig = PoolConfig {
+        batch_size: 2 * PREFETCH_DISTANCE,
+        local_cap: 4 * PREFETCH_DISTANCE,
+        global_cap: 64 * PREFETCH_DISTANCE,
+    };
+    pool! { static P: Pool<u64> = (HOOKED, |_: &mut u64| {}, saw); }
+    // Local list (LIFO): 0..n put, so gets hand out n - 1, ..., 0.
+    let n = HOOKED.local_cap as u64;
+    (0..n).for_each(|v| P.put(v));
+    let got: Vec<u64> = (0..n).map(|_| P.try_get().expect("pooled")).collect();
+    assert_eq!(got, (0..n).rev().collect::<Vec<_>>());
     let seen = SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()));
     // Get i hands out got[i] and shows got[i + D] while there is one.
     let expected: Vec<u64> = got[PREFETCH_DISTANCE..].to_vec();
@@ -267,20 +273,27 @@ fn prefetch_hook_sees_what_later_gets_hand_out() {
     // are done); this thread steals that batch and is shown the objects it
     // will hand out next.
     let (released, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
-    std::thread::scope(|s| {
+    let (first, seen, next) = std::thread::scope(|s| {
         s.spawn(|| {
-            (100..100 + SMALL.local_cap as u64 + 1).for_each(|v| P.put(v));
+            (100..100 + HOOKED.local_cap as u64 + 1).for_each(|v| P.put(v));
             released.wait();
             done.wait();
         });
         released.wait();
-        let first = P.try_get().expect("a stolen batch");
+        let first = P.try_get();
+        let next: Vec<Option<u64>> = (1..HOOKED.batch_size).map(|_| P.try_get()).collect();
         let seen = SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        let next: Vec<u64> = (1..SMALL.batch_size)
-            .map(|_| P.try_get().unwrap())
-            .collect();
-        assert_eq!(first, 100 + SMALL.batch_size as u64 - 1);
-        assert_eq!(seen, next.iter().rev().copied().collect::<Vec<_>>());
         done.wait();
+        (first, seen, next)
     });
+    assert_eq!(first, Some(100 + HOOKED.batch_size as u64 - 1));
+    let next: Vec<u64> = next
+        .into_iter()
+        .map(|v| v.expect("from the stolen batch"))
+        .collect();
+    // The steal shows the next D objects; each later get shows the one D
+    // gets after it.
+    let refill: Vec<u64> = seen[..PREFETCH_DISTANCE].iter().rev().copied().collect();
+    assert_eq!(refill, next[..PREFETCH_DISTANCE]);
+    assert_eq!(seen[PREFETCH_DISTANCE..], next[PREFETCH_DISTANCE..]);
 }
