@@ -110,11 +110,12 @@ const _: () = assert!(
 
 /// Offset of a header's switch slots (`Inner` is `repr(C)`, slots first):
 /// what the C ABI's assembly resumes with.
-pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Header, inner);
+pub(crate) const SLOTS_OFFSET: usize =
+    std::mem::offset_of!(Header, inner) + std::mem::offset_of!(Inner, slots);
 
 /// Offset of a header's `parked` byte: the C ABI's assembly clears it.
 pub(crate) const PARKED_OFFSET: usize = std::mem::offset_of!(Header, parked);
-const _: () = assert!(std::mem::offset_of!(Inner, slots) == 0);
+const _: () = assert!(SLOTS_OFFSET.is_multiple_of(64), "the slots start a cache line");
 
 /// The parts of a body used only by whoever owns it: the pool, the creator
 /// before the first enter, or the thread holding the RUNNING bit.
@@ -123,6 +124,7 @@ const _: () = assert!(std::mem::offset_of!(Inner, slots) == 0);
 /// the entering thread only, in a line the creator never touches.
 #[repr(C)]
 pub(crate) struct Inner {
+    pub(crate) entry: EntryStorage,
     /// The trampoline's saved context and its enterer's (see `switch.rs`).
     pub(crate) slots: Slots,
     /// Lowest address the parked trampoline may need (the canary sits
@@ -135,7 +137,6 @@ pub(crate) struct Inner {
     /// With `slots.co_sp` and `keep_from`, all that belongs to the stack:
     /// one line, exchanged whole by [`swap_parked_stacks`].
     pub(crate) stack: Stack,
-    pub(crate) entry: EntryStorage,
     /// The payload of the entry that panicked, until its enterer takes it.
     pub(crate) payload: Option<Payload>,
 }
@@ -145,7 +146,8 @@ pub(crate) struct Inner {
 const RAN: usize = 1;
 
 const _: () = assert!(
-    std::mem::offset_of!(Inner, stack) + std::mem::size_of::<Stack>() <= 64,
+    std::mem::offset_of!(Inner, stack) + std::mem::size_of::<Stack>()
+        <= std::mem::offset_of!(Inner, slots) + 64,
     "the slots, keep_from and the stack share one cache line"
 );
 

@@ -350,7 +350,8 @@ impl Coroutine {
     #[inline]
     pub fn prefetch_raw(raw: NonNull<std::ffi::c_void>) {
         let addr = raw.as_ptr() as usize & ((1 << ADDR_BITS) - 1) & !LOW_MASK;
-        crate::prefetch::prefetch_lines_for_write::<2>(addr as *const u8);
+        crate::prefetch::prefetch_lines_for_write::<1>(addr as *const u8);
+        crate::prefetch::prefetch_lines_for_write::<1>((addr + crate::body::SLOTS_OFFSET) as *const u8);
     }
 
     /// Rebuilds a handle from [`into_raw`](Coroutine::into_raw).
