@@ -134,7 +134,7 @@ impl<T: Send + 'static> Pool<T> {
 
     /// Like [`get_or_create`](Self::get_or_create) with a fallible `create`,
     /// whose error is returned as is (nothing is counted then).
-    #[inline]
+    #[inline(always)]
     pub fn try_get_or_create<E>(
         &'static self,
         create: impl FnOnce() -> Result<T, E>,

@@ -115,7 +115,10 @@ pub(crate) const SLOTS_OFFSET: usize =
 
 /// Offset of a header's `parked` byte: the C ABI's assembly clears it.
 pub(crate) const PARKED_OFFSET: usize = std::mem::offset_of!(Header, parked);
-const _: () = assert!(SLOTS_OFFSET.is_multiple_of(64), "the slots start a cache line");
+const _: () = assert!(
+    SLOTS_OFFSET.is_multiple_of(64),
+    "the slots start a cache line"
+);
 
 /// The parts of a body used only by whoever owns it: the pool, the creator
 /// before the first enter, or the thread holding the RUNNING bit.

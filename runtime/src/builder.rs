@@ -5,7 +5,9 @@ use std::io;
 use crate::body::{Parked, MAX_REQUESTED_SIZE};
 use crate::coroutine::Coroutine;
 use crate::hot;
-use crate::pool::{mutex_pool_get, pool_for, set_caps_once, Home};
+use corral_pool::Pool;
+
+use crate::pool::{mutex_pool_get, set_caps_once, with_pool, Home};
 use crate::stack::{GuardKind, DEFAULT_STACK_SIZE};
 
 /// Options for a new coroutine. Defaults: [`DEFAULT_STACK_SIZE`], the probed
@@ -216,7 +218,12 @@ fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
 /// The thread's cache had no body of this shape: the pool's.
 #[inline(never)]
 fn take_from_pool(size: usize, guard: GuardKind) -> io::Result<Parked> {
-    let pool = pool_for(guard);
+    with_pool(guard, |pool| take_from(pool, size, guard))
+}
+
+/// [`take_from_pool`] with the pool of `guard`.
+#[inline(always)]
+fn take_from(pool: &'static Pool<Parked>, size: usize, guard: GuardKind) -> io::Result<Parked> {
     loop {
         let body = pool.try_get_or_create(|| {
             set_caps_once();

@@ -6,7 +6,7 @@ use std::panic::resume_unwind;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::body::{Event, Header, Parked, RUNNING};
+use crate::body::{Event, Header, Parked, RUNNING, SLOTS_OFFSET};
 use crate::builder::Builder;
 use crate::hot;
 use crate::switch::{self, Slots};
@@ -337,21 +337,26 @@ impl Coroutine {
     }
 
     /// Asks this CPU to fetch, owned, the two header lines that [`enter`]
-    /// reads and writes (the state word and the entry; the parked
-    /// trampoline's context). Only two: each line fetched for nothing
-    /// pushes a line of another coroutine out of this CPU's caches.
-    /// An event loop that enters a queue of coroutines made on another
-    /// thread calls it a few entries ahead, so the enter does not wait for
-    /// those lines to cross between CPUs or to come back from a far cache.
-    /// Only a hint: `raw` may be any word (stale, or not a handle at all);
-    /// nothing is read or written.
+    /// reads and writes: the state word's, and the parked trampoline's
+    /// context. Only those: each line fetched for nothing pushes a line of
+    /// another coroutine out of this CPU's caches. An event loop that
+    /// enters a queue of coroutines made on another thread calls it a few
+    /// entries ahead, so the enter does not wait for those lines to cross
+    /// between CPUs or to come back from a far cache. Only a hint: nothing
+    /// is read or written.
     ///
     /// [`enter`]: Coroutine::enter
     #[inline]
+    pub fn prefetch(&self) {
+        prefetch_header(self.header.as_ptr() as usize);
+    }
+
+    /// [`prefetch`](Coroutine::prefetch) for a word of
+    /// [`into_raw`](Coroutine::into_raw): `raw` may be any word (stale, or
+    /// not a handle at all).
+    #[inline]
     pub fn prefetch_raw(raw: NonNull<std::ffi::c_void>) {
-        let addr = raw.as_ptr() as usize & ((1 << ADDR_BITS) - 1) & !LOW_MASK;
-        crate::prefetch::prefetch_lines_for_write::<1>(addr as *const u8);
-        crate::prefetch::prefetch_lines_for_write::<1>((addr + crate::body::SLOTS_OFFSET) as *const u8);
+        prefetch_header(raw.as_ptr() as usize & ADDR_PART);
     }
 
     /// Rebuilds a handle from [`into_raw`](Coroutine::into_raw).
@@ -377,6 +382,13 @@ impl Coroutine {
             idle: generation << 1,
         }
     }
+}
+
+/// See [`Coroutine::prefetch`]; any address is fine.
+#[inline(always)]
+fn prefetch_header(addr: usize) {
+    crate::prefetch::prefetch_lines_for_write::<1>(addr as *const u8);
+    crate::prefetch::prefetch_lines_for_write::<1>(addr.wrapping_add(SLOTS_OFFSET) as *const u8);
 }
 
 /// Why [`Coroutine::try_enter`] could not enter a coroutine.

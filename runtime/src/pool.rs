@@ -127,15 +127,25 @@ impl Home {
 /// The thread's cache slot is taken: the body goes to its pool.
 #[inline(never)]
 fn put_pooled(body: Parked) {
-    pool_for(body.kind()).put(body);
+    with_pool(body.kind(), |pool| pool.put(body));
 }
 
 /// The pool of one guard kind.
 #[inline]
 pub(crate) fn pool_for(kind: GuardKind) -> &'static Pool<Parked> {
+    with_pool(kind, |pool| pool)
+}
+
+/// Runs `f` on the pool of one guard kind, with a copy of `f` per pool: in
+/// each, the pool is a constant, and its thread-local list is reached
+/// directly (through a pool chosen at run time, the thread-local lookup is
+/// an indirect call). For the fast paths (`get`, `put`); elsewhere
+/// [`pool_for`] is enough.
+#[inline(always)]
+pub(crate) fn with_pool<R>(kind: GuardKind, f: impl FnOnce(&'static Pool<Parked>) -> R) -> R {
     match kind {
-        GuardKind::Install => &INSTALL_POOL,
-        GuardKind::Mprotect => &MPROTECT_POOL,
+        GuardKind::Install => f(&INSTALL_POOL),
+        GuardKind::Mprotect => f(&MPROTECT_POOL),
     }
 }
 

@@ -4,8 +4,10 @@
 //! where the time goes (one cache line's trip between the CPUs, and each
 //! side's cost while the other is idle).
 
+use std::cell::UnsafeCell;
 use std::hint::black_box;
 use std::io;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,20 +68,27 @@ pub(super) fn report(iters: usize, builder: Builder, pooled: f64) -> io::Result<
 #[repr(align(128))]
 struct Padded(AtomicUsize);
 
-/// A single-producer single-consumer ring of coroutine handles (words from
-/// `Coroutine::into_raw`). Each side publishes its index every [`PUBLISH`]
-/// items, and whenever it is about to wait for the other (producer: ring
-/// full, or done; consumer: ring empty), not per item: a per-item store
-/// would make each index line cross between the two CPUs once per coroutine
-/// (and a locked instruction after it, such as the enter's compare-and-swap,
-/// waits for that store), which measures the ring rather than the pool.
-/// Both pools are measured through this same ring, so the comparison stays
-/// fair.
+/// A single-producer single-consumer ring of coroutine handles. Each side
+/// publishes its index every [`PUBLISH`] items, and whenever it is about to
+/// wait for the other (producer: ring full, or done; consumer: ring empty),
+/// not per item: a per-item store would make each index line cross between
+/// the two CPUs once per coroutine (and a locked instruction after it,
+/// such as the enter's compare-and-swap, waits for that store), which
+/// measures the ring rather than the pool. Both pools are measured through
+/// this same ring, so the comparison stays fair.
 struct Ring {
-    slots: Box<[AtomicUsize]>,
+    slots: Box<[UnsafeCell<MaybeUninit<Coroutine>>]>,
     head: Padded,
     tail: Padded,
 }
+
+// SAFETY:
+// * slot `i % RING` is written only by the producer, before it publishes a
+//   tail above `i` (Release), and only once the consumer published a head
+//   above `i - RING` (Acquire): the consumer is done with it. The consumer
+//   reads slot `i` only after it acquired a tail above `i`. So no slot is
+//   written while it is read, and every read sees the value written.
+unsafe impl Sync for Ring {}
 
 const RING: usize = 1024;
 
@@ -87,20 +96,35 @@ const RING: usize = 1024;
 const PUBLISH: usize = 32;
 
 /// How many coroutines ahead of the one it enters the consumer prefetches
-/// (`Coroutine::prefetch_raw`): the header line the producer just wrote is
-/// on its way while the consumer runs the coroutines before it.
-const PREFETCH_AHEAD: usize = 4;
+/// (`Coroutine::prefetch`): the header lines the producer just wrote are
+/// on their way while the consumer runs the coroutines before it.
+const PREFETCH_AHEAD: usize = 8;
 
 impl Ring {
-    fn word(&self, index: usize) -> usize {
-        self.slots[index % RING].load(Ordering::Relaxed)
+    fn new() -> Ring {
+        Ring {
+            slots: (0..RING)
+                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+                .collect(),
+            head: Padded(AtomicUsize::new(0)),
+            tail: Padded(AtomicUsize::new(0)),
+        }
     }
 
-    /// Consumer: prefetch the header of the coroutine in slot `index`.
-    fn prefetch(&self, index: usize) {
-        if let Some(raw) = std::ptr::NonNull::new(self.word(index) as *mut std::ffi::c_void) {
-            Coroutine::prefetch_raw(raw);
-        }
+    /// Producer: stores the coroutine of index `index` (not yet published).
+    fn put(&self, index: usize, co: Coroutine) {
+        // SAFETY:
+        // * the producer owns slot `index` until it publishes a tail above
+        //   it (see the `Sync` impl).
+        unsafe { (*self.slots[index % RING].get()).write(co) };
+    }
+
+    /// Consumer: the coroutine of index `index`, below the tail it acquired.
+    fn get(&self, index: usize) -> Coroutine {
+        // SAFETY:
+        // * `index` is below an acquired tail: the slot holds the value the
+        //   producer wrote (see the `Sync` impl); `Coroutine` is `Copy`.
+        unsafe { (*self.slots[index % RING].get()).assume_init() }
     }
 }
 
@@ -112,11 +136,7 @@ impl Ring {
 /// line that crosses between them.
 /// Returns (wall ns, CPU ns of the whole process) per coroutine.
 fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
-    let ring = Arc::new(Ring {
-        slots: (0..RING).map(|_| AtomicUsize::new(0)).collect(),
-        head: Padded(AtomicUsize::new(0)),
-        tail: Padded(AtomicUsize::new(0)),
-    });
+    let ring = Arc::new(Ring::new());
     let stop = Arc::new(AtomicBool::new(false));
     let cpus = affinity::two_cpus();
     let saved = cpus.and_then(|(main, _)| affinity::pin(main));
@@ -147,19 +167,12 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
                         }
                         spins = 0;
                         (head + 1..seen_tail.min(head + PREFETCH_AHEAD))
-                            .for_each(|i| ring.prefetch(i));
+                            .for_each(|i| ring.get(i).prefetch());
                     }
                     if head + PREFETCH_AHEAD < seen_tail {
-                        ring.prefetch(head + PREFETCH_AHEAD);
+                        ring.get(head + PREFETCH_AHEAD).prefetch();
                     }
-                    let word = ring.word(head);
-                    // SAFETY:
-                    // * the word was made by `into_raw` on the producer side,
-                    //   published by its Release store of `tail` (Acquired above).
-                    let co = unsafe {
-                        Coroutine::from_raw(std::ptr::NonNull::new_unchecked(word as *mut _))
-                    };
-                    co.enter();
+                    ring.get(head).enter();
                     head += 1;
                     if head % PUBLISH == 0 {
                         ring.head.0.store(head, Ordering::Release);
@@ -182,8 +195,7 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
             }
             match builder.try_spawn(|| black_box(())) {
                 Ok(co) => {
-                    ring.slots[*tail % RING]
-                        .store(co.into_raw().as_ptr() as usize, Ordering::Relaxed);
+                    ring.put(*tail, co);
                     *tail += 1;
                     if (*tail).is_multiple_of(PUBLISH) {
                         ring.tail.0.store(*tail, Ordering::Release);
@@ -279,33 +291,25 @@ fn line_transfer_ns(rounds: usize) -> io::Result<Option<f64>> {
 fn one_side_at_a_time(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
     let cpus = affinity::two_cpus();
     let saved = cpus.and_then(|(main, _)| affinity::pin(main));
-    let (to_enterer, batches) = std::sync::mpsc::sync_channel::<Vec<usize>>(1);
-    let (to_creator, done) = std::sync::mpsc::sync_channel::<(Vec<usize>, u128)>(1);
+    let (to_enterer, batches) = std::sync::mpsc::sync_channel::<Vec<Coroutine>>(1);
+    let (to_creator, done) = std::sync::mpsc::sync_channel::<(Vec<Coroutine>, u128)>(1);
     let enterer = std::thread::Builder::new()
         .name("lifecycle-enterer".into())
         .spawn(move || {
             if let Some((_, other)) = cpus {
                 affinity::pin(other);
             }
-            while let Ok(mut words) = batches.recv() {
+            while let Ok(mut batch) = batches.recv() {
                 let start = Instant::now();
-                for (i, &word) in words.iter().enumerate() {
-                    if let Some(&ahead) = words.get(i + PREFETCH_AHEAD) {
-                        if let Some(raw) = std::ptr::NonNull::new(ahead as *mut _) {
-                            Coroutine::prefetch_raw(raw);
-                        }
+                for (i, co) in batch.iter().enumerate() {
+                    if let Some(ahead) = batch.get(i + PREFETCH_AHEAD) {
+                        ahead.prefetch();
                     }
-                    // SAFETY:
-                    // * every word came from `into_raw` on the creator, sent
-                    //   once through the channel (which orders the memory).
-                    let co = unsafe {
-                        Coroutine::from_raw(std::ptr::NonNull::new_unchecked(word as *mut _))
-                    };
                     co.enter();
                 }
                 let ns = start.elapsed().as_nanos();
-                words.clear();
-                if to_creator.send((words, ns)).is_err() {
+                batch.clear();
+                if to_creator.send((batch, ns)).is_err() {
                     return;
                 }
             }
@@ -313,22 +317,21 @@ fn one_side_at_a_time(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
     let rounds = (n / RING).max(1);
     let run = || -> io::Result<(f64, f64)> {
         let gone = || io::Error::other("cross-thread enterer stopped");
-        let mut words = Vec::with_capacity(RING);
+        let mut batch = Vec::with_capacity(RING);
         let (mut create, mut enter) = (Vec::new(), Vec::new());
         for sample in 0..6 {
             let (mut c, mut e) = (0u128, 0u128);
             for _ in 0..rounds {
                 let start = Instant::now();
                 for _ in 0..RING {
-                    let co = builder.try_spawn(|| black_box(()))?;
-                    words.push(co.into_raw().as_ptr() as usize);
+                    batch.push(builder.try_spawn(|| black_box(()))?);
                 }
                 c += start.elapsed().as_nanos();
                 to_enterer
-                    .send(std::mem::take(&mut words))
+                    .send(std::mem::take(&mut batch))
                     .map_err(|_| gone())?;
                 let (back, ns) = done.recv().map_err(|_| gone())?;
-                words = back;
+                batch = back;
                 e += ns;
             }
             // The first sample warms both threads' pools up.
