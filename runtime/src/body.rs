@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use crate::entry::{self, EntryFn, EntryStorage};
 use crate::pool::Home;
-use crate::stack::{GuardKind, Stack};
+use crate::stack::{GuardKind, Stack, StackWord};
 use crate::switch::{self, Slots};
 use crate::EventLoopWords;
 
@@ -130,29 +130,14 @@ pub(crate) struct Inner {
     pub(crate) entry: EntryStorage,
     /// The trampoline's saved context and its enterer's (see `switch.rs`).
     pub(crate) slots: Slots,
-    /// Lowest address the parked trampoline may need (the canary sits
-    /// there), page-aligned, with bit 0 ([`RAN`]) set when an entry ran
-    /// on the stack since the release hook last looked; 0 before the
-    /// first run. Next to the slots: the hook reads a line the last enter
-    /// touched, and reads the canary only if the stack ran.
-    keep_from: usize,
-    /// The stack the trampoline runs on (unmapped when the body is dropped).
-    /// With `slots.co_sp` and `keep_from`, all that belongs to the stack:
-    /// one line, exchanged whole by [`swap_parked_stacks`].
-    pub(crate) stack: Stack,
+    /// The stack the trampoline runs on (unmapped when the body is
+    /// dropped), which describes itself in its top line (see
+    /// `stack/placed.rs`). With `slots.co_sp`, all that belongs to the
+    /// stack: two words, exchanged by [`swap_parked_stacks`].
+    pub(crate) stack: StackWord,
     /// The payload of the entry that panicked, until its enterer takes it.
     pub(crate) payload: Option<Payload>,
 }
-
-/// Bit 0 of `Inner::keep_from`: an entry ran on the stack since the
-/// release hook last read the canary.
-const RAN: usize = 1;
-
-const _: () = assert!(
-    std::mem::offset_of!(Inner, stack) + std::mem::size_of::<Stack>()
-        <= std::mem::offset_of!(Inner, slots) + 64,
-    "the slots, keep_from and the stack share one cache line"
-);
 
 impl Header {
     const fn new() -> Header {
@@ -244,10 +229,6 @@ pub(crate) unsafe fn swap_parked_stacks(a: &Header, b: &Header) {
             ptr::addr_of_mut!((*a).slots.co_sp),
             ptr::addr_of_mut!((*b).slots.co_sp),
         );
-        ptr::swap(
-            ptr::addr_of_mut!((*a).keep_from),
-            ptr::addr_of_mut!((*b).keep_from),
-        );
         ptr::swap(ptr::addr_of_mut!((*a).stack), ptr::addr_of_mut!((*b).stack));
     }
 }
@@ -334,12 +315,13 @@ unsafe impl Send for Parked {}
 impl Parked {
     /// Maps a stack and sets a trampoline on it (not started yet).
     pub(crate) fn new(size: usize, kind: GuardKind, home: Home) -> io::Result<Parked> {
-        let stack = Stack::new(size, kind)?;
+        let (stack, free_top) = StackWord::place(Stack::new(size, kind)?);
         let header = alloc_header();
         // SAFETY:
-        // * the stack was just mapped: nobody runs on it, and its top pages
-        //   are writable (at least MIN_STACK_SIZE usable bytes).
-        let co_sp = unsafe { switch::init(stack.top(), trampoline_main, 0) };
+        // * the stack was just mapped: nobody runs on it, and the pages
+        //   below its description are writable (at least MIN_STACK_SIZE
+        //   usable bytes).
+        let co_sp = unsafe { switch::init(free_top, trampoline_main, 0) };
         let inner = Inner {
             slots: Slots {
                 co_sp,
@@ -348,7 +330,6 @@ impl Parked {
             stack,
             payload: None,
             entry: EntryStorage::new(),
-            keep_from: 0,
         };
         // SAFETY:
         // * the header came from the free list: nobody else owns it and no
@@ -443,25 +424,29 @@ impl Parked {
     pub(crate) fn trim(&mut self) {
         // SAFETY:
         // * we own the body; only the trampoline (run by the owner) writes it.
-        let keep_from = unsafe { ptr::addr_of_mut!((*self.inner()).keep_from) };
+        let word = unsafe { ptr::addr_of_mut!((*self.inner()).stack) };
         // SAFETY:
         // * as above.
-        let word = unsafe { *keep_from };
+        let stack = unsafe { *word };
         // Not started, or no entry ran since the last look: the canary
-        // (a line of the stack no one touched since) is still intact.
-        if word & RAN == 0 {
+        // (a line of the stack no one touched since) is still intact, and
+        // the stack's own lines are left alone.
+        if !stack.ran() {
             return;
         }
-        let kept = word & !RAN;
+        // SAFETY:
+        // * the body's stack is placed and mapped while the body lives.
+        let (kept, looked) = unsafe { stack.look() };
         let canary = kept as *mut u64;
         // SAFETY:
         // * we own the body and its trampoline is parked: nothing live lies
         //   below `kept` (the trampoline's frames are above it);
-        // * `kept` is inside the stack's mapping (set by the trampoline).
+        // * `kept` is inside the stack's mapping (set by the trampoline,
+        //   which ran: it is not 0).
         unsafe {
-            *keep_from = kept;
+            *word = looked;
             if canary.read_volatile() != CANARY {
-                (*self.inner()).stack.bounds().trim_below(kept);
+                stack.bounds().trim_below(kept);
                 canary.write_volatile(CANARY);
             }
         }
@@ -485,7 +470,9 @@ impl Drop for Parked {
                 Event::Exited,
                 "a parked trampoline did not exit"
             );
+            let stack = (*inner).stack.take();
             ptr::drop_in_place(inner);
+            drop(stack);
         }
         free_header(self.0);
     }
@@ -551,7 +538,9 @@ unsafe fn trampoline_loop(mut slots: *mut Slots) -> *mut Slots {
     //   clobbers nothing.
     unsafe {
         (keep_from as *mut u64).write_volatile(CANARY);
-        (*header_of(slots).as_ref().inner()).keep_from = keep_from;
+        (*header_of(slots).as_ref().inner())
+            .stack
+            .set_keep_from(keep_from);
     }
     loop {
         // SAFETY:
@@ -571,7 +560,7 @@ unsafe fn trampoline_loop(mut slots: *mut Slots) -> *mut Slots {
         }));
         // SAFETY:
         // * we run for the owner (caller): the body's words are ours.
-        unsafe { (*inner).keep_from |= RAN };
+        unsafe { (*inner).stack = (*inner).stack.with_ran() };
         // Unpooled bodies park too: dropping the body ends the loop with
         // `exit`, and the loop needs no test of where the body goes.
         let event = match outcome {

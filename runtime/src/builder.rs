@@ -308,8 +308,8 @@ mod tests {
             let co = Builder::new().guard(kind).stack_size(size).spawn(move || {
                 let h = crate::tls::current();
                 // SAFETY:
-                // * the running coroutine's header, body installed; its stack
-                //   is plain data.
+                // * the running coroutine's header, body installed: its stack
+                //   word names its mapped stack.
                 let b = unsafe { (*(*h).inner()).stack.bounds() };
                 assert_eq!(b.top - b.bottom, usable_size(size) + page_size());
                 assert_eq!(b.kind, kind);

@@ -387,8 +387,10 @@ impl Coroutine {
 /// See [`Coroutine::prefetch`]; any address is fine.
 #[inline(always)]
 fn prefetch_header(addr: usize) {
-    crate::prefetch::prefetch_lines_for_write::<1>(addr as *const u8);
-    crate::prefetch::prefetch_lines_for_write::<1>(addr.wrapping_add(SLOTS_OFFSET) as *const u8);
+    crate::prefetch::prefetch_for_write([
+        addr as *const u8,
+        addr.wrapping_add(SLOTS_OFFSET) as *const u8,
+    ]);
 }
 
 /// Why [`Coroutine::try_enter`] could not enter a coroutine.

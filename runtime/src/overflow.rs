@@ -59,7 +59,8 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     if !h.is_null() {
         // SAFETY:
         // * a non-null current header has its body installed and running on
-        //   this thread; its stack is plain data never changed while it runs.
+        //   this thread: its stack word names its mapped stack, whose top
+        //   line (far from the faulting guard page) describes it.
         let b = unsafe { (*(*h).inner()).stack.bounds() };
         if (b.bottom..b.guard_end()).contains(&addr) {
             report(addr, b.bottom, b.guard_end(), b.top, b.kind.name());

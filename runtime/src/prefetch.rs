@@ -20,8 +20,18 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// on values). The CPUID answer is read once per call; the loop unrolls.
 #[inline(always)]
 pub(crate) fn prefetch_lines_for_write<const LINES: usize>(p: *const u8) {
+    prefetch_for_write(std::array::from_fn::<_, LINES, _>(|i| {
+        p.wrapping_add(64 * i)
+    }));
+}
+
+/// Hints the CPU to bring the lines of these addresses into this CPU's
+/// cache, owned for writing (as [`prefetch_lines_for_write`], for lines
+/// that are not next to each other).
+#[inline(always)]
+pub(crate) fn prefetch_for_write<const N: usize>(lines: [*const u8; N]) {
     if has_prefetchw() {
-        for i in 0..LINES {
+        for p in lines {
             // SAFETY:
             // * the CPU reports PRFCHW, so the instruction is defined; it is
             //   a hint: no fault whatever the address, no memory or flag
@@ -29,19 +39,17 @@ pub(crate) fn prefetch_lines_for_write<const LINES: usize>(p: *const u8) {
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{0}]",
-                    in(reg) p.wrapping_add(64 * i),
+                    in(reg) p,
                     options(nostack, readonly, preserves_flags)
                 );
             }
         }
     } else {
-        for i in 0..LINES {
+        for p in lines {
             // SAFETY:
             // * SSE is part of x86-64; a prefetch never faults.
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p.wrapping_add(64 * i).cast(),
-                )
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
             };
         }
     }

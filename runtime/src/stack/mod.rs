@@ -9,6 +9,7 @@
 
 mod error;
 mod guard;
+mod placed;
 
 use std::io;
 use std::num::NonZeroUsize;
@@ -20,6 +21,7 @@ pub(crate) const MIN_STACK_SIZE: usize = 4096;
 
 pub(crate) use error::explain;
 pub use guard::{install_supported, GuardKind};
+pub(crate) use placed::StackWord;
 
 use crate::sys::page_size;
 use crate::syscall;
