@@ -157,7 +157,7 @@ unsafe extern "sysv64" fn c_enter_finished(header: NonNull<Header>) {
 ///
 /// # Safety
 ///
-/// * `handle` is NULL or a handle made by [`Coroutine::into_raw`];
+/// * `handle` is NULL or a handle made by [`Coroutine::into_raw`](crate::Coroutine::into_raw);
 /// * called from C (or Rust) as an ordinary `extern "C"` function.
 #[unsafe(naked)]
 pub unsafe extern "C" fn enter(handle: *mut c_void, refused: RefusalHandler) -> i32 {

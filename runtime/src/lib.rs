@@ -19,6 +19,13 @@
 //!   it back. No stack is re-initialised per use. The body that just
 //!   terminated waits in a one-body thread-local slot for the next create on
 //!   that thread; everything else goes through the pool (see [`pool_stats`]).
+//! * **Warm stacks across threads.** A coroutine's first enter runs it on
+//!   the stack its thread ran last (the one in that slot): the two bodies
+//!   exchange parked stacks, two words each, and the stack it was created
+//!   with waits in the slot untouched. Coroutines made on one thread and run
+//!   on another (an event loop's) then never wait for a stack another CPU
+//!   last wrote; only the header's two lines move, prefetched with
+//!   [`Coroutine::prefetch`] by a loop that knows what it enters next.
 //! * **Stacks at scale.** [`Stack`] maps with `MAP_NORESERVE` and a guard page
 //!   made with `MADV_GUARD_INSTALL` (Linux 6.13+: no mapping of its own, so
 //!   neighbouring stacks merge into one VMA) or `mprotect` elsewhere

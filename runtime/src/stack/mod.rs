@@ -172,7 +172,7 @@ impl Bounds {
 }
 
 /// The usable size a stack asked for with `size` bytes gets (whole pages,
-/// at least [`MIN_STACK_SIZE`]).
+/// at least `MIN_STACK_SIZE` (4 KiB)).
 #[inline]
 pub fn usable_size(size: usize) -> usize {
     let page = page_size();
