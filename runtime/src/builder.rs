@@ -198,8 +198,8 @@ fn take_cached(word: usize) -> Option<Parked> {
 }
 
 /// A body for a new coroutine, words cleared, when [`take_cached`] had none:
-/// from the pool (or a new one).
-#[cold]
+/// from the pool (or a new one). Not cold: a thread that creates
+/// coroutines other threads run takes every body here.
 #[inline(never)]
 fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
     let guard = opts.guard();
@@ -216,7 +216,7 @@ fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
 }
 
 /// The thread's cache had no body of this shape: the pool's.
-#[inline(never)]
+#[inline(always)]
 fn take_from_pool(size: usize, guard: GuardKind) -> io::Result<Parked> {
     with_pool(guard, |pool| take_from(pool, size, guard))
 }

@@ -125,7 +125,7 @@ impl Home {
 }
 
 /// The thread's cache slot is taken: the body goes to its pool.
-#[inline(never)]
+#[inline(always)]
 fn put_pooled(body: Parked) {
     with_pool(body.kind(), |pool| pool.put(body));
 }
