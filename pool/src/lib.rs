@@ -30,8 +30,8 @@
 //!   thread-local teardown goes straight to the global list: nothing leaks.
 //! * **Counters.** [`PoolStats`] is summed on demand from per-thread blocks
 //!   that only their owner writes; exact when threads are quiescent.
-//! * **Hooks.** An optional `fn(&mut T)` runs on each object as it leaves a
-//!   thread for the global list (the runtime uses it to give deep stack pages
+//! * **Hooks.** An optional `fn(&mut [T])` runs on each batch of objects as
+//!   it leaves a thread for the global list (the runtime uses it to give deep stack pages
 //!   back to the kernel); an optional `fn(&T)` sees objects a few gets before
 //!   they are handed out, to prefetch what they point to (the runtime fetches
 //!   the header line a create writes).
@@ -49,8 +49,8 @@
 //!     static BUFFERS: Pool<Vec<u8>> = PoolConfig::DEFAULT;
 //! }
 //!
-//! fn clear(buf: &mut Vec<u8>) {
-//!     buf.clear();
+//! fn clear(bufs: &mut [Vec<u8>]) {
+//!     bufs.iter_mut().for_each(Vec::clear);
 //! }
 //!
 //! pool! {
@@ -100,7 +100,7 @@ pub mod __private {
 /// ```
 /// # use corral_pool::{pool, PoolConfig};
 /// # #[derive(Default)] struct Stack;
-/// fn on_release(_stack: &mut Stack) { /* e.g. MADV_DONTNEED the deep pages */ }
+/// fn on_release(_stacks: &mut [Stack]) { /* e.g. MADV_DONTNEED the deep pages */ }
 ///
 /// pool! { pub static PLAIN: Pool<Stack> = PoolConfig::DEFAULT; }
 /// pool! { pub static HOOKED: Pool<Stack> = (PoolConfig::DEFAULT, on_release); }
@@ -109,8 +109,10 @@ pub mod __private {
 /// HOOKED.put(stack);
 /// ```
 ///
-/// The hook (`fn(&mut T)`) runs on each object as it leaves a thread for the
-/// global list (a batch release or thread exit). An optional third item, a
+/// The hook (`fn(&mut [T])`) runs on each batch of objects as it leaves a
+/// thread for the global list (a batch release or thread exit): one call
+/// per batch, so it can batch its own work (a system call for many
+/// objects, say). An optional third item, a
 /// prefetch hook (`fn(&T)`), is shown objects a few gets before they are
 /// handed out (see [`Pool::with_prefetch_hook`]). Not available under
 /// `cfg(loom)`, where pools are built inside the model with `Pool::__new`.
@@ -118,12 +120,12 @@ pub mod __private {
 macro_rules! pool {
     ($(#[$attr:meta])* $vis:vis static $name:ident : Pool<$t:ty> = ($config:expr, $hook:expr, $prefetch:expr $(,)?); ) => {
         $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config,
-            ::core::option::Option::Some($hook as fn(&mut $t)),
+            ::core::option::Option::Some($hook as fn(&mut [$t])),
             ::core::option::Option::Some($prefetch as fn(&$t)));
     };
     ($(#[$attr:meta])* $vis:vis static $name:ident : Pool<$t:ty> = ($config:expr, $hook:expr $(,)?); ) => {
         $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config,
-            ::core::option::Option::Some($hook as fn(&mut $t)), ::core::option::Option::None);
+            ::core::option::Option::Some($hook as fn(&mut [$t])), ::core::option::Option::None);
     };
     ($(#[$attr:meta])* $vis:vis static $name:ident : Pool<$t:ty> = $config:expr; ) => {
         $crate::pool!(@static $(#[$attr])* $vis $name, $t, $config,

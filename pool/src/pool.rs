@@ -22,7 +22,7 @@ pub struct Pool<T: Send + 'static> {
     local: &'static LocalKey<LocalSlot<T>>,
     shared: &'static PoolShared<T>,
     config: PoolConfig,
-    release_hook: Option<fn(&mut T)>,
+    release_hook: Option<fn(&mut [T])>,
     prefetch_hook: Option<fn(&T)>,
 }
 
@@ -81,7 +81,7 @@ impl<T: Send + 'static> Pool<T> {
             local: &'static LocalKey<LocalSlot<T>>,
             shared: &'static PoolShared<T>,
             config: PoolConfig,
-            release_hook: Option<fn(&mut T)>,
+            release_hook: Option<fn(&mut [T])>,
         ) -> Pool<T> {
             Pool {
                 local,
@@ -201,7 +201,7 @@ impl<T: Send + 'static> Pool<T> {
     ///
     /// Common case: a push on this thread's list, no atomic RMW, no lock.
     /// Over the local cap the oldest batch goes to the global list in one
-    /// atomic operation (the release hook runs on each of its objects); what
+    /// atomic operation (the release hook runs on the batch first); what
     /// does not fit under the global cap is dropped.
     #[inline(always)]
     pub fn put(&'static self, value: T) {
@@ -322,7 +322,7 @@ impl<T: Send + 'static> Pool<T> {
     /// Moves `batch` to the global list; drops and counts what is over the cap.
     fn release(&self, mut batch: Vec<T>, counters: &ThreadCounters, writer: Writer, hook: bool) {
         if let (true, Some(release_hook)) = (hook, self.release_hook) {
-            batch.iter_mut().for_each(release_hook);
+            release_hook(&mut batch);
         }
         let (excess, pushed) = self.shared.global.push(batch);
         if pushed {

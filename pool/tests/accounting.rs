@@ -126,8 +126,8 @@ fn refill_takes_one_batch_not_all() {
 
 #[test]
 fn release_hook_runs_on_batch_release_and_exit() {
-    fn zero(v: &mut u32) {
-        *v = 0;
+    fn zero(batch: &mut [u32]) {
+        batch.iter_mut().for_each(|v| *v = 0);
     }
     pool! { static P: Pool<u32> = (SMALL, zero); }
     for _ in 0..=SMALL.local_cap {
@@ -258,7 +258,7 @@ fn prefetch_hook_sees_what_later_gets_hand_out() {
         local_cap: 4 * PREFETCH_DISTANCE,
         global_cap: 64 * PREFETCH_DISTANCE,
     };
-    pool! { static P: Pool<u64> = (HOOKED, |_: &mut u64| {}, saw); }
+    pool! { static P: Pool<u64> = (HOOKED, |_: &mut [u64]| {}, saw); }
     // Local list (LIFO): 0..n put, so gets hand out n - 1, ..., 0.
     let n = HOOKED.local_cap as u64;
     (0..n).for_each(|v| P.put(v));

@@ -62,7 +62,7 @@ unsafe fn free(pool: &'static Pool<Tracked>, drops: &'static AtomicUsize) {
 }
 
 /// The release hook: runs on every object that leaves a thread's list.
-fn mark_released(_: &mut Tracked) {}
+fn mark_released(_: &mut [Tracked]) {}
 
 /// Waits until every worker's thread-local destructor has run: loom's
 /// `join` returns before a thread's locals are dropped (std's does not).
