@@ -36,11 +36,14 @@ use crate::tls::{self, ThreadCache};
 /// the fast path touches no other line; only the owning thread writes them.
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
-    /// Bodies put into the slot.
+    /// Bodies put into the slot. A body that takes the place of one of
+    /// its kind counts in neither this nor `evicted`: the slot's bodies of
+    /// a kind are always `stashed - hits - evicted`.
     stashed: [AtomicU64; 2],
     /// Bodies taken from the slot by a create.
     hits: [AtomicU64; 2],
-    /// Bodies that left the slot for the pool (stack size mismatch, thread exit).
+    /// Bodies that left the slot for the pool (another stack size, thread
+    /// exit, or the place taken by a body of the other kind).
     evicted: [AtomicU64; 2],
 }
 
@@ -225,12 +228,20 @@ pub(crate) fn stash(cache: ThreadCache, body: Parked, k: usize) -> Option<Parked
     debug_assert_eq!(k, index(body.kind()), "index of another guard kind");
     let held = cache.slot();
     cache.set_slot(body.into_raw().as_ptr());
-    bump(&cache.counts().stashed[k]);
-    let held = ptr::NonNull::new(held)?;
+    let Some(held) = ptr::NonNull::new(held) else {
+        bump(&cache.counts().stashed[k]);
+        return None;
+    };
     // SAFETY:
     // * the slot owned that parked body and no longer does.
     let held = unsafe { Parked::from_raw(held) };
-    bump(&cache.counts().evicted[index(held.kind())]);
+    // One body out, one in: the slot's counts change only if their guard
+    // kinds differ (the counters say how many bodies of each kind it holds).
+    let out = index(held.kind());
+    if out != k {
+        bump(&cache.counts().stashed[k]);
+        bump(&cache.counts().evicted[out]);
+    }
     Some(held)
 }
 
