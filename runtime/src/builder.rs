@@ -211,7 +211,7 @@ fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
         Source::Mutex => mutex_pool_get(size, guard)?,
         Source::Unpooled => Parked::new(size, guard, Home::Unpooled)?,
     };
-    body.clear_words_now();
+    body.clear_words();
     Ok(body)
 }
 
