@@ -390,35 +390,20 @@ impl Parked {
     /// Clears the event loop's words and the user word for a new coroutine.
     /// Stores only when one is not 0 (one test for all four): stores still in
     /// the store buffer slow down the CAS of the first enter, which follows
-    /// at once.
+    /// at once; and a body from the pool may come with its header line in
+    /// another CPU's cache, where every store waits for it.
     #[inline(always)]
     pub(crate) fn clear_words(&self) {
-        let words = self.words();
-        if words.iter().fold(0, |a, w| a | w.load(Ordering::Relaxed)) != 0 {
-            words.iter().for_each(|w| w.store(0, Ordering::Relaxed));
-        }
-    }
-
-    /// [`clear_words`](Parked::clear_words) for a body from the pool: four
-    /// stores, no test. Its header line is being written anyway (the
-    /// entry), and its first enter is usually far off (on another thread).
-    #[inline(always)]
-    pub(crate) fn clear_words_now(&self) {
-        self.words()
-            .iter()
-            .for_each(|w| w.store(0, Ordering::Relaxed));
-    }
-
-    /// The event loop's words and the user word.
-    #[inline(always)]
-    fn words(&self) -> [&AtomicUsize; 4] {
         let h = self.header();
-        [
+        let words = [
             &h.words.home,
             &h.words.scheduled,
             &h.words.link,
             &h.user_word,
-        ]
+        ];
+        if words.iter().fold(0, |a, w| a | w.load(Ordering::Relaxed)) != 0 {
+            words.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+        }
     }
 
     /// Guard kind of the body's stack (bit 0 of its shape: the header's
