@@ -104,6 +104,7 @@ pub use coroutine::{
 };
 pub use entry::INLINE_ENTRY_BYTES;
 pub use pool::{install_cap, mprotect_cap, pool_stats, pool_stats_for, INSTALL_POOL_CAP_BYTES};
+pub use prefetch::prefetch_line_for_write;
 pub use stack::{
     install_supported, live_stacks, usable_size, GuardKind, Stack, DEFAULT_STACK_SIZE,
 };

@@ -55,6 +55,16 @@ pub(crate) fn prefetch_for_write<const N: usize>(lines: [*const u8; N]) {
     }
 }
 
+/// Asks this CPU to fetch, owned, the cache line that holds `p`, ahead of
+/// a write to it: for a queue that hands values to another thread, the
+/// slots it will fill next (the other thread read them last, so each
+/// first write would wait for the line to come back). Only a hint: any
+/// address is fine, nothing is read or written.
+#[inline(always)]
+pub fn prefetch_line_for_write<T>(p: *const T) {
+    prefetch_for_write([p.cast::<u8>()]);
+}
+
 /// 0: not probed yet; 1: no `prefetchw`; 2: `prefetchw` available.
 static PRFCHW: AtomicU8 = AtomicU8::new(0);
 

@@ -92,6 +92,9 @@ unsafe impl Sync for Ring {}
 
 const RING: usize = 1024;
 
+/// How many slots ahead of the one it fills the producer prefetches.
+const FILL_AHEAD: usize = 16;
+
 /// Items between two index publications (see [`Ring`]).
 const PUBLISH: usize = 32;
 
@@ -111,8 +114,11 @@ impl Ring {
         }
     }
 
-    /// Producer: stores the coroutine of index `index` (not yet published).
+    /// Producer: stores the coroutine of index `index` (not yet published),
+    /// and asks for the line of the slot [`FILL_AHEAD`] places on (the
+    /// consumer read it last).
     fn put(&self, index: usize, co: Coroutine) {
+        corral_runtime::prefetch_line_for_write(self.slots[(index + FILL_AHEAD) % RING].get());
         // SAFETY:
         // * the producer owns slot `index` until it publishes a tail above
         //   it (see the `Sync` impl).
