@@ -95,6 +95,9 @@ const RING: usize = 1024;
 /// How many slots ahead of the one it fills the producer prefetches.
 const FILL_AHEAD: usize = 16;
 
+/// Where, between two publications, the consumer fetches its index line.
+const PUBLISH_SOON: usize = PUBLISH - 8;
+
 /// Items between two index publications (see [`Ring`]).
 const PUBLISH: usize = 32;
 
@@ -180,8 +183,13 @@ fn cross_thread(n: usize, builder: Builder) -> io::Result<(f64, f64)> {
                     }
                     ring.get(head).enter();
                     head += 1;
-                    if head % PUBLISH == 0 {
-                        ring.head.0.store(head, Ordering::Release);
+                    match head % PUBLISH {
+                        0 => ring.head.0.store(head, Ordering::Release),
+                        // The producer read the index line last: fetch it
+                        // now, or the store would wait in the store buffer
+                        // and hold up the next enter's compare-and-swap.
+                        PUBLISH_SOON => corral_runtime::prefetch_line_for_write(&ring.head.0),
+                        _ => {}
                     }
                 }
             })?
