@@ -103,6 +103,9 @@ mod tests {
         prefetch_lines_for_write::<1>(std::ptr::addr_of!(x).cast());
         prefetch_lines_for_write::<4>(std::ptr::null());
         prefetch_lines_for_write::<2>((usize::MAX - 64) as *const u8);
+        super::prefetch_line_for_write(std::ptr::addr_of!(x));
+        super::prefetch_line_for_write(usize::MAX as *const u64);
+        super::prefetch_for_write([std::ptr::null(), std::ptr::addr_of!(x).cast()]);
         assert_eq!(x, 7);
     }
 
