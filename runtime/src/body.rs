@@ -72,11 +72,14 @@ const PARK_MARGIN: usize = 2048;
 /// The type-stable part of a coroutine. Aligned so that handles can carry
 /// low generation bits in the pointer (see `Coroutine::into_raw`).
 ///
-/// The first cache line holds everything the creating and the entering
-/// thread touch besides the trampoline's stack pointer: the state word, the
-/// entry's function pointer, the event loop's words, and the owner's
-/// fields a pooled create, enter and terminate read (shape, home, exit);
-/// the last two lines of the header stay cold.
+/// Four cache lines: (0) everything a create and an enter both touch: the
+/// state word, the entry's function pointer, the event loop's words, the
+/// owner's fields a pooled create, enter and terminate read (shape, home,
+/// exit, parked); (1) the entry closure's bytes (written by a create of a
+/// capturing closure); (2) the switch slots and the stack word, which only
+/// the entering thread touches; (3) the payload of a panic, cold. A
+/// coroutine created on one thread and entered on another moves line 0
+/// (and line 1 if its closure captures) between their CPUs, not more.
 #[repr(C, align(256))]
 pub(crate) struct Header {
     /// `generation << 1 | RUNNING`; the single CAS of `enter` works on it.
@@ -123,8 +126,9 @@ const _: () = assert!(
 /// The parts of a body used only by whoever owns it: the pool, the creator
 /// before the first enter, or the thread holding the RUNNING bit.
 ///
-/// `repr(C)`, the switch slots first: they are written on every switch, by
-/// the entering thread only, in a line the creator never touches.
+/// `repr(C)`: the entry's bytes fill the header's second line; the switch
+/// slots start the third, written on every switch by the entering thread
+/// only, in a line the creator never touches.
 #[repr(C)]
 pub(crate) struct Inner {
     pub(crate) entry: EntryStorage,
