@@ -116,6 +116,14 @@ const _: () = assert!(
 pub(crate) const SLOTS_OFFSET: usize =
     std::mem::offset_of!(Header, inner) + std::mem::offset_of!(Inner, slots);
 
+/// Offset of a header's entry bytes (a line of their own).
+pub(crate) const ENTRY_OFFSET: usize =
+    std::mem::offset_of!(Header, inner) + std::mem::offset_of!(Inner, entry);
+const _: () = assert!(
+    ENTRY_OFFSET.is_multiple_of(64),
+    "the entry starts a cache line"
+);
+
 /// Offset of a header's `parked` byte: the C ABI's assembly clears it.
 pub(crate) const PARKED_OFFSET: usize = std::mem::offset_of!(Header, parked);
 const _: () = assert!(

@@ -6,7 +6,7 @@ use std::panic::resume_unwind;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::body::{Event, Header, Parked, RUNNING, SLOTS_OFFSET};
+use crate::body::{Event, Header, Parked, ENTRY_OFFSET, RUNNING, SLOTS_OFFSET};
 use crate::builder::Builder;
 use crate::hot;
 use crate::switch::{self, Slots};
@@ -336,8 +336,9 @@ impl Coroutine {
         NonNull::new(word as *mut std::ffi::c_void).expect("header address is not null")
     }
 
-    /// Asks this CPU to fetch, owned, the two header lines that [`enter`]
-    /// reads and writes: the state word's, and the parked trampoline's
+    /// Asks this CPU to fetch, owned, the header lines that [`enter`]
+    /// reads and writes: the state word's, the entry closure's bytes (a
+    /// create wrote them on its thread), and the parked trampoline's
     /// context. Only those: each line fetched for nothing pushes a line of
     /// another coroutine out of this CPU's caches. An event loop that
     /// enters a queue of coroutines made on another thread calls it a few
@@ -389,6 +390,7 @@ impl Coroutine {
 fn prefetch_header(addr: usize) {
     crate::prefetch::prefetch_for_write([
         addr as *const u8,
+        addr.wrapping_add(ENTRY_OFFSET) as *const u8,
         addr.wrapping_add(SLOTS_OFFSET) as *const u8,
     ]);
 }
