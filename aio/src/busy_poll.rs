@@ -54,7 +54,7 @@ impl AioContext {
         progress
     }
 
-    fn run_poll_handlers_once(&self, ready: &mut Vec<Ready>) -> bool {
+    pub(crate) fn run_poll_handlers_once(&self, ready: &mut Vec<Ready>) -> bool {
         self.handlers.with(|t| {
             let mut progress = false;
             for n in &t.nodes {

