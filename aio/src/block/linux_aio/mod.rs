@@ -10,6 +10,15 @@
 //!   after each submit, so fast devices and cached files complete without a wake-up.
 //! * The eventfd the kernel signals (`IOCB_FLAG_RESFD`) is an fd handler of the context
 //!   with a poll handler, so a busy context polls the ring and never reads the eventfd.
+//!
+//! What the eventfd costs: the kernel signals it for every iocb, from the device's
+//! interrupt, and epoll's callback runs each time (~80 ns more per write than an eventfd
+//! outside epoll, here). A virtio disk here completes a whole depth-64 queue in one
+//! interrupt; block-layer traces of O_DIRECT random reads show that interrupt's completion
+//! work 10-25 us longer than under fio's libaio (which sleeps in `io_getevents`, so only the
+//! first completion wakes anyone), and the first resubmission that much later: about 2% of
+//! a ~700 us cycle, the gap between this backend and io-uring there. The eventfd cannot go
+//! on only some iocbs: a completion without it goes unnoticed while the context sleeps.
 
 mod ring;
 pub(crate) mod sys;
