@@ -390,9 +390,11 @@ impl Coroutine {
 fn prefetch_header(addr: usize) {
     crate::prefetch::prefetch_for_write([
         addr as *const u8,
-        addr.wrapping_add(ENTRY_OFFSET) as *const u8,
         addr.wrapping_add(SLOTS_OFFSET) as *const u8,
     ]);
+    // The entry's bytes are only read here: a shared copy, so the creating
+    // thread keeps its own for its next write.
+    crate::prefetch::prefetch_for_read(addr.wrapping_add(ENTRY_OFFSET) as *const u8);
 }
 
 /// Why [`Coroutine::try_enter`] could not enter a coroutine.

@@ -65,6 +65,16 @@ pub fn prefetch_line_for_write<T>(p: *const T) {
     prefetch_for_write([p.cast::<u8>()]);
 }
 
+/// Hints the CPU to bring the line of `p` into this CPU's cache for
+/// reading: a shared copy, which leaves the writer's copy in place. Any
+/// address is fine.
+#[inline(always)]
+pub(crate) fn prefetch_for_read(p: *const u8) {
+    // SAFETY:
+    // * SSE is part of x86-64; a prefetch never faults.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) };
+}
+
 /// 0: not probed yet; 1: no `prefetchw`; 2: `prefetchw` available.
 static PRFCHW: AtomicU8 = AtomicU8::new(0);
 
