@@ -170,7 +170,10 @@ impl Builder {
     pub fn try_spawn(self, entry: impl FnOnce() + Send + 'static) -> io::Result<Coroutine> {
         let body = match take_cached(self.word) {
             Some(body) => body,
-            None => take_body_slow(self.size(), self.opts())?,
+            None => match take_pooled(self.word) {
+                Some(body) => body,
+                None => take_body_slow(self.size(), self.opts())?,
+            },
         };
         // SAFETY:
         // * we own the body: its entry slot is empty (the last entry, if any,
@@ -197,9 +200,36 @@ fn take_cached(word: usize) -> Option<Parked> {
     Some(body)
 }
 
+/// A body from the pool of a pooling builder's `word` when the thread's
+/// slot had none; `None` when the builder does not pool, the pool has no
+/// body to give without making one, or the one it gave has another stack
+/// size (it is dropped). A leaf like [`take_cached`]: a thread that creates
+/// the coroutines other threads run takes every body here, and the pool's
+/// fast path needs no registers saved.
+#[inline(never)]
+fn take_pooled(word: usize) -> Option<Parked> {
+    let opts = Opts((word & ((1 << OPTS_BITS) - 1)) as u8);
+    if opts.source() != Source::Pooled {
+        return None;
+    }
+    let body = with_pool(opts.guard(), |pool| pool.try_get())?;
+    if body.has_shape_word(word) {
+        return Some(body);
+    }
+    drop_other_shape(body);
+    None
+}
+
+/// [`take_pooled`] got a body of another stack size: dropped (counted).
+#[cold]
+#[inline(never)]
+fn drop_other_shape(body: Parked) {
+    with_pool(body.kind(), |pool| pool.discard(body));
+}
+
 /// A body for a new coroutine, words cleared, when [`take_cached`] had none:
-/// from the pool (or a new one). Not cold: a thread that creates
-/// coroutines other threads run takes every body here.
+/// from the pool (or a new one).
+#[cold]
 #[inline(never)]
 fn take_body_slow(size: usize, opts: Opts) -> io::Result<Parked> {
     let guard = opts.guard();
