@@ -149,7 +149,7 @@ unsafe extern "sysv64" fn c_enter_end(
 ///
 /// * As `c_enter_end`, with the `Finished` event.
 unsafe extern "sysv64" fn c_enter_finished(header: NonNull<Header>) {
-    finish(header, true, tls::cache());
+    finish::<true>(header, true, tls::cache());
 }
 
 /// Enters the coroutine of `handle` (a `Coroutine::into_raw` word) until it

@@ -212,7 +212,7 @@ pub(crate) fn enter_end(
     // address kept across the switch (the generation is read back from the
     // state word, which we own while RUNNING).
     match res {
-        Event::Finished => finish(header, true, cache),
+        Event::Finished => finish::<false>(header, true, cache),
         Event::Yielded => {
             // SAFETY:
             // * headers are type-stable: valid for the whole process.
@@ -253,20 +253,25 @@ fn after_switch_slow(header: NonNull<Header>, res: Event, cache: ThreadCache) {
             // SAFETY:
             // * we still own the body; the trampoline left the payload there.
             let payload = unsafe { (*h.inner()).payload.take() };
-            finish(header, true, cache);
+            finish::<true>(header, true, cache);
             if let Some(p) = payload {
                 resume_unwind(p);
             }
         }
         // Only a body being destroyed exits (see `Parked::drop`).
-        Event::Exited | Event::Finished | Event::Yielded => finish(header, false, cache),
+        Event::Exited | Event::Finished | Event::Yielded => finish::<true>(header, false, cache),
     }
 }
 
 /// Bumps the generation and gives the body back (pool, via this thread's
 /// `cache`) or destroys it. Called by the enterer that holds the RUNNING bit.
+/// `OUTLINED`: see [`Home::give_back`](crate::pool::Home::give_back).
 #[inline(always)]
-pub(crate) fn finish(header: NonNull<Header>, parked: bool, cache: ThreadCache) {
+pub(crate) fn finish<const OUTLINED: bool>(
+    header: NonNull<Header>,
+    parked: bool,
+    cache: ThreadCache,
+) {
     // SAFETY:
     // * headers are type-stable.
     let h = unsafe { header.as_ref() };
@@ -288,7 +293,7 @@ pub(crate) fn finish(header: NonNull<Header>, parked: bool, cache: ThreadCache) 
     // * we own the body; `home` is plain data.
     let home = unsafe { *h.home.get() };
     if parked {
-        home.give_back(body, cache);
+        home.give_back::<OUTLINED>(body, cache);
     } else {
         drop(body);
     }

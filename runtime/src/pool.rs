@@ -94,13 +94,21 @@ impl Home {
     }
 
     /// Gives a body whose trampoline is parked back to its pool (or drops
-    /// it); `cache` is the calling thread's one-body cache.
+    /// it); `cache` is the calling thread's one-body cache. With `OUTLINED`,
+    /// the pool put of a body the slot gives up is a call: for a caller that
+    /// rarely needs it and should not pay its registers on every call (the
+    /// C ABI's termination); a thread that ends coroutines other threads
+    /// made needs it every time (the Rust enter inlines it).
     #[inline(always)]
-    pub(crate) fn give_back(self, body: Parked, cache: ThreadCache) {
+    pub(crate) fn give_back<const OUTLINED: bool>(self, body: Parked, cache: ThreadCache) {
         match self {
             Home::PooledInstall | Home::PooledMprotect => {
                 if let Some(body) = crate::hot::stash(cache, body, self as usize) {
-                    put_pooled(body);
+                    if OUTLINED {
+                        put_pooled_outlined(body);
+                    } else {
+                        put_pooled(body);
+                    }
                 }
             }
             Home::Mutex | Home::Unpooled => self.give_back_unpooled(body),
@@ -128,6 +136,12 @@ impl Home {
 #[inline(always)]
 fn put_pooled(body: Parked) {
     with_pool(body.kind(), |pool| pool.put(body));
+}
+
+/// [`put_pooled`], out of line.
+#[inline(never)]
+fn put_pooled_outlined(body: Parked) {
+    put_pooled(body);
 }
 
 /// The pool of one guard kind.
