@@ -201,7 +201,7 @@ fn take_cached(word: usize) -> Option<Parked> {
 }
 
 /// A body from the pool of a pooling builder's `word` when the thread's
-/// slot had none; `None` when the builder does not pool, the pool has no
+/// slot had none, words cleared; `None` when the builder does not pool, the pool has no
 /// body to give without making one, or the one it gave has another stack
 /// size (it is dropped). A leaf like [`take_cached`]: a thread that creates
 /// the coroutines other threads run takes every body here, and the pool's
@@ -214,6 +214,7 @@ fn take_pooled(word: usize) -> Option<Parked> {
     }
     let body = with_pool(opts.guard(), |pool| pool.try_get())?;
     if body.has_shape_word(word) {
+        body.clear_words();
         return Some(body);
     }
     drop_other_shape(body);

@@ -237,6 +237,25 @@ fn words_reset_on_create() {
     assert_eq!(next.event_loop_words().scheduled.load(Ordering::SeqCst), 0);
     assert_eq!(next.user_word().load(Ordering::SeqCst), 0);
     next.enter();
+
+    // The same for bodies that come from the pool, not the thread's slot:
+    // several coroutines alive at once take all but one from the pool.
+    let set_words = |co: &Coroutine| {
+        co.event_loop_words().home.store(5, Ordering::SeqCst);
+        co.event_loop_words().link.store(6, Ordering::SeqCst);
+        co.user_word().store(9, Ordering::SeqCst);
+    };
+    let first: Vec<Coroutine> = (0..8).map(|_| Coroutine::new(yield_now)).collect();
+    first.iter().for_each(set_words);
+    first.iter().for_each(Coroutine::enter);
+    first.iter().for_each(Coroutine::enter);
+    let second: Vec<Coroutine> = (0..8).map(|_| Coroutine::new(|| {})).collect();
+    for co in &second {
+        let w = co.event_loop_words();
+        let words = [&w.home, &w.scheduled, &w.link, co.user_word()];
+        assert!(words.iter().all(|w| w.load(Ordering::SeqCst) == 0));
+    }
+    second.iter().for_each(Coroutine::enter);
 }
 
 /// Entry closures larger than the inline slot are boxed and still run once;
