@@ -1,13 +1,14 @@
-//! A write prefetch: ask the CPU to bring a cache line here, owned, before
-//! the code that writes it runs.
+//! Prefetch hints: ask the CPU to bring a cache line here before the code
+//! that uses it runs, owned when it will be written.
 //!
 //! A coroutine created on one thread and entered on another moves its
-//! header's first line between the CPUs: the creator wrote the entry there,
-//! and `enter` compare-and-swaps the state word in it. A plain read
-//! prefetch would fetch a shared copy, and the compare-and-swap would still
-//! wait for the other CPU to give the line up; `prefetchw` asks for it
-//! owned. It is only a hint: it never faults, whatever the address, and
-//! changes no value.
+//! header's first line between the CPUs: the creator wrote the entry's
+//! function there, and `enter` compare-and-swaps the state word in it. A
+//! plain read prefetch would fetch a shared copy, and the compare-and-swap
+//! would still wait for the other CPU to give the line up; `prefetchw` asks
+//! for it owned. A line that is only read (the entry's bytes) is fetched
+//! shared, so its writer keeps its copy. Only hints: they never fault,
+//! whatever the address, and change no value.
 //!
 //! `prefetchw` is used where CPUID reports it (PRFCHW: AMD since the K6-2,
 //! Intel since Broadwell), checked once per process; elsewhere a read
