@@ -6,6 +6,7 @@ use crate::epoll::{Epoll, MAX_EVENTS};
 use crate::fd_handlers::{self, FdHandlerList, FdHandlers, Ready};
 use crate::notify::NotifyProtocol;
 use crate::poll_adaptive::{self, PollParams, SharedPollParams};
+use crate::sleeper::{Sleeper, SleeperSlot};
 use crate::sys::EventFd;
 use crate::thread_pool::{ThreadPool, Work};
 use crate::timer::TimerList;
@@ -147,6 +148,8 @@ pub struct AioContext {
     pub(crate) counters: Counters,
     self_weak: Weak<AioContext>,
     pool: OnceLock<ThreadPool>,
+    /// A backend's wait the loop sleeps in instead of `epoll_wait` (see `sleeper`).
+    sleeper: SleeperSlot,
 }
 
 impl fmt::Debug for AioContext {
@@ -262,6 +265,7 @@ impl AioContext {
             counters: Counters::default(),
             self_weak: weak.clone(),
             pool: OnceLock::new(),
+            sleeper: SleeperSlot::default(),
         }))
     }
 
@@ -382,6 +386,22 @@ impl AioContext {
                 done(r)
             }
         })
+    }
+
+    /// Lends the context a wait to sleep in instead of `epoll_wait` (see `sleeper`);
+    /// false if another sleeper holds the slot.
+    pub(crate) fn claim_sleeper(&self, sleeper: Weak<dyn Sleeper>) -> bool {
+        self.sleeper.claim(sleeper)
+    }
+
+    /// The epoll fd behind the fd handlers (for a sleeper to watch).
+    pub(crate) fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Takes back what `claim_sleeper` lent.
+    pub(crate) fn release_sleeper(&self, sleeper: &Weak<dyn Sleeper>) {
+        self.sleeper.release(sleeper);
     }
 
     pub(crate) fn count_coroutines(&self, n: u64) {
@@ -521,16 +541,28 @@ impl AioContext {
         // * `epoll_event` is plain data; `wait` hands the buffer to the kernel, which writes
         //   the first `n` entries, and only those are read below.
         let buf = unsafe { &mut *events.as_mut_ptr() };
-        let n = match self.epoll.wait(buf, timeout) {
-            Ok(n) => n,
-            Err(e) => panic!("AioContext::poll: epoll_wait failed: {e}"),
+        let sleeper = if timeout != 0 {
+            self.sleeper.ready()
+        } else {
+            None
         };
-        if n == 0 && timeout != 0 {
-            // Woken early with nothing reported: interrupted (or a timer is due). io_uring
-            // posts completions from task work that interrupts epoll_wait (EINTR) and marks
-            // its fd ready only after the call returned: poll for them now rather than
-            // through another epoll_wait (one system call and about 5 us less per wake-up
-            // on O_DIRECT reads).
+        let slept = sleeper.is_some();
+        let epoll_timeout = match sleeper {
+            Some(sleeper) if !sleeper.sleep(self.epoll.as_raw_fd(), timeout) => None,
+            Some(_) => Some(0),
+            None => Some(timeout),
+        };
+        let n = match epoll_timeout.map(|t| self.epoll.wait(buf, t)) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => panic!("AioContext::poll: epoll_wait failed: {e}"),
+        };
+        if slept || (n == 0 && timeout != 0) {
+            // A sleeper's completions are found by its poll handler. And woken early with
+            // nothing reported: interrupted (or a timer is due). io_uring posts completions
+            // from task work that interrupts epoll_wait (EINTR) and marks its fd ready only
+            // after the call returned: poll for them now rather than through another
+            // epoll_wait (one system call and about 5 us less per wake-up on O_DIRECT reads).
             self.run_poll_handlers_once(ready);
         }
         let mut any_fd = false;

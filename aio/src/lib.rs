@@ -59,6 +59,7 @@ mod fd_handlers;
 mod locks;
 mod notify;
 pub mod poll_adaptive;
+mod sleeper;
 mod sync;
 mod sys;
 mod thread_pool;

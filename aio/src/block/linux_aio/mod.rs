@@ -8,19 +8,23 @@
 //! * Completions are read from the ring the kernel maps for us ([`ring`]); where it does
 //!   not (unknown layout), `io_getevents` with a zero timeout. They are checked once right
 //!   after each submit, so fast devices and cached files complete without a wake-up.
-//! * The eventfd the kernel signals (`IOCB_FLAG_RESFD`) is an fd handler of the context
-//!   with a poll handler, so a busy context polls the ring and never reads the eventfd.
+//! * The context sleeps in this backend's `io_getevents` while requests are in flight
+//!   ([`sleep`]): an aio poll request on the context's epoll fd wakes that wait for
+//!   every fd, notification and timer too. A busy context polls the ring (the poll handler).
+//! * Where the context already has such a sleeper (a second linux-aio backend on it), or
+//!   the kernel has no userspace ring or no aio poll, every iocb signals an eventfd instead
+//!   (`IOCB_FLAG_RESFD`), an fd handler of the context.
 //!
-//! What the eventfd costs: the kernel signals it for every iocb, from the device's
+//! Why not always the eventfd: the kernel signals it for every iocb, from the device's
 //! interrupt, and epoll's callback runs each time (~80 ns more per write than an eventfd
 //! outside epoll, here). A virtio disk here completes a whole depth-64 queue in one
-//! interrupt; block-layer traces of O_DIRECT random reads show that interrupt's completion
+//! interrupt; block-layer traces of O_DIRECT random reads showed that interrupt's completion
 //! work 10-25 us longer than under fio's libaio (which sleeps in `io_getevents`, so only the
 //! first completion wakes anyone), and the first resubmission that much later: about 2% of
-//! a ~700 us cycle, the gap between this backend and io-uring there. The eventfd cannot go
-//! on only some iocbs: a completion without it goes unnoticed while the context sleeps.
+//! a ~700 us cycle. A thread asleep in `io_getevents` is woken once per burst.
 
 mod ring;
+mod sleep;
 pub(crate) mod sys;
 
 use super::bound::{while_raised, ThreadBound};
@@ -32,7 +36,7 @@ use super::{Backend, BackendStats};
 use crate::{AioContext, Bh};
 use ring::CompletionRing;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 use sys::{AioContextId, IoEvent, Iocb};
@@ -72,39 +76,54 @@ struct State {
     /// When resubmissions go while completions are delivered.
     sequence: Sequence,
     stats: BackendStats,
-    /// Events fetched by `io_getevents` (only without a userspace ring), and how many of
-    /// them were consumed.
+    /// Events fetched by `io_getevents` (by the context's sleep, or without a userspace
+    /// ring), and how many of them were consumed.
     fetched: [IoEvent; 32],
     fetched_len: usize,
     fetched_next: usize,
+    /// The eventfd each iocb signals; None while the context sleeps in our `io_getevents`.
+    resfd: Option<RawFd>,
+    /// Whether our aio poll request on the context's epoll fd is with the kernel.
+    poll_armed: bool,
+    /// Times the context slept in our `io_getevents`.
+    sleeps: u64,
 }
 
 impl State {
-    /// The next completed event, if any: from the ring, else through `io_getevents`.
+    /// The next completed request's event, if any: fetched already, else from the ring,
+    /// else through `io_getevents`. Skips our aio poll's own completion.
     fn next_event(&mut self, id: AioContextId) -> Option<IoEvent> {
-        let event = match self.ring.as_mut() {
-            Some(ring) => {
+        loop {
+            let event = if self.fetched_next < self.fetched_len {
+                self.fetched_next += 1;
+                self.fetched[self.fetched_next - 1]
+            } else if let Some(ring) = self.ring.as_mut() {
                 let event = ring.pop()?;
                 self.stats.reaped += 1;
                 event
-            }
-            None => {
-                if self.fetched_next == self.fetched_len {
-                    if self.in_kernel == 0 {
-                        return None;
-                    }
-                    self.fetched_len = sys::io_getevents_nowait(id, &mut self.fetched).unwrap_or(0);
-                    self.fetched_next = 0;
-                }
-                if self.fetched_next == self.fetched_len {
+            } else {
+                if self.in_kernel == 0 {
                     return None;
                 }
-                self.fetched_next += 1;
-                self.fetched[self.fetched_next - 1]
+                self.fetched_len = sys::io_getevents_nowait(id, &mut self.fetched).unwrap_or(0);
+                self.fetched_next = 0;
+                if self.fetched_len == 0 {
+                    return None;
+                }
+                continue;
+            };
+            if event.data == sleep::POLL_TOKEN {
+                self.poll_armed = false;
+                continue;
             }
-        };
-        self.in_kernel -= 1;
-        Some(event)
+            self.in_kernel -= 1;
+            return Some(event);
+        }
+    }
+
+    /// Whether completed events wait, fetched or in the ring.
+    fn has_events(&self) -> bool {
+        self.fetched_next < self.fetched_len || self.ring.as_ref().is_some_and(|r| r.has_events())
     }
 }
 
@@ -129,6 +148,9 @@ impl LinuxAioBackend {
             fetched: [IoEvent::default(); 32],
             fetched_len: 0,
             fetched_next: 0,
+            resfd: Some(efd),
+            poll_armed: false,
+            sleeps: 0,
         };
         let shared = Arc::new(Shared {
             state: ThreadBound::new(state),
@@ -136,8 +158,8 @@ impl LinuxAioBackend {
             eventfd,
             submit_bh: OnceLock::new(),
         });
-        let efd = shared.eventfd.as_raw_fd();
         ring_driver::attach(ctx, &shared, efd, Shared::clear_eventfd)?;
+        sleep::lend_to(ctx, &shared);
         Ok(LinuxAioBackend {
             shared,
             ctx: ctx.clone(),
@@ -148,6 +170,12 @@ impl LinuxAioBackend {
     pub fn uses_userspace_ring(&self) -> bool {
         self.shared.state.with(|s| s.ring.is_some())
     }
+
+    /// Whether the context sleeps in this backend's `io_getevents` while requests are in
+    /// flight (else each request signals an eventfd the context watches).
+    pub fn context_sleeps_here(&self) -> bool {
+        self.shared.state.with(|s| s.resfd.is_none())
+    }
 }
 
 impl Drop for LinuxAioBackend {
@@ -155,6 +183,7 @@ impl Drop for LinuxAioBackend {
         if let Some(bh) = self.shared.submit_bh.get() {
             bh.delete();
         }
+        sleep::take_back(&self.ctx, &self.shared);
         glue::unwatch_fd(&self.ctx, self.shared.eventfd.as_raw_fd());
     }
 }
@@ -167,8 +196,8 @@ impl Drop for Shared {
     }
 }
 
-/// Fills the request's iocb for `op`.
-fn prepare(req: NonNull<Request>, eventfd: i32) {
+/// Fills the request's iocb for `op`, to signal `resfd` when it completes.
+fn prepare(req: NonNull<Request>, resfd: Option<RawFd>) {
     let r = req.as_ptr();
     // SAFETY:
     // * `req` is in flight and owned by the backend; its coroutine does not touch it.
@@ -196,8 +225,12 @@ fn prepare(req: NonNull<Request>, eventfd: i32) {
             aio_buf: buf,
             aio_nbytes: nbytes,
             aio_offset: (*r).offset as i64,
-            aio_flags: sys::IOCB_FLAG_RESFD,
-            aio_resfd: eventfd as u32,
+            aio_flags: if resfd.is_some() {
+                sys::IOCB_FLAG_RESFD
+            } else {
+                0
+            },
+            aio_resfd: resfd.unwrap_or(0) as u32,
             ..Iocb::default()
         });
     }
@@ -235,8 +268,7 @@ impl RingDriver for Shared {
     }
 
     fn has_completions(&self) -> bool {
-        self.state
-            .with(|s| s.ring.as_ref().is_some_and(|ring| ring.has_events()))
+        self.state.with(|s| s.has_events())
     }
 
     /// Completes every event available now, plugged so that woken coroutines queue. One
@@ -294,7 +326,10 @@ impl Shared {
         loop {
             let mut iocbs = [std::ptr::null_mut::<Iocb>(); SUBMIT_BATCH];
             let step = self.state.with(|s| {
-                let room = MAX_EVENTS.saturating_sub(s.in_kernel).min(SUBMIT_BATCH);
+                // One slot stays free for our aio poll request.
+                let room = (MAX_EVENTS - 1)
+                    .saturating_sub(s.in_kernel)
+                    .min(SUBMIT_BATCH);
                 let mut n = 0;
                 while n < room {
                     let Some(req) = s.pending.pop_front() else {
@@ -384,8 +419,8 @@ impl Backend for LinuxAioBackend {
     }
 
     unsafe fn submit(&self, req: NonNull<Request>) {
-        prepare(req, self.shared.eventfd.as_raw_fd());
         ring_driver::submit(&*self.shared, |s| {
+            prepare(req, s.resfd);
             // SAFETY: `req` is in flight and stays valid until completed (caller's contract).
             let r = unsafe { req.as_ref() };
             s.sequence.note(r.fd, r.offset, r.len as u64);

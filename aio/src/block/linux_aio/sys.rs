@@ -9,6 +9,8 @@ use std::io;
 pub(crate) const IOCB_CMD_PREAD: u16 = 0;
 pub(crate) const IOCB_CMD_PWRITE: u16 = 1;
 pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
+/// Completes when the file in `aio_fildes` has the events in `aio_buf` (one shot).
+pub(crate) const IOCB_CMD_POLL: u16 = 5;
 pub(crate) const IOCB_CMD_PREADV: u16 = 7;
 pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
 /// Signal `aio_resfd` (an eventfd) on completion.
@@ -116,19 +118,35 @@ pub(crate) unsafe fn io_submit(id: AioContextId, iocbs: &[*mut Iocb]) -> io::Res
 
 /// `io_getevents(ctx, 0, events.len(), events, &{0, 0})`: takes completed events without waiting.
 pub(crate) fn io_getevents_nowait(id: AioContextId, events: &mut [IoEvent]) -> io::Result<usize> {
+    io_getevents(id, 0, events, 0)
+}
+
+/// `io_getevents(ctx, min_nr, events.len(), events, timeout)`: waits up to `timeout_ns`
+/// (negative: no limit) for `min_nr` completed events and takes up to `events.len()`.
+pub(crate) fn io_getevents(
+    id: AioContextId,
+    min_nr: usize,
+    events: &mut [IoEvent],
+    timeout_ns: i64,
+) -> io::Result<usize> {
     let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+        tv_sec: (timeout_ns.max(0) / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns.max(0) % 1_000_000_000) as libc::c_long,
     };
-    // SAFETY: `events` is writable for its length; `timeout` is a valid timespec.
+    let timeout_ptr = if timeout_ns < 0 {
+        std::ptr::null()
+    } else {
+        &timeout as *const libc::timespec
+    };
+    // SAFETY: `events` is writable for its length; `timeout_ptr` is null or a valid timespec.
     let res = unsafe {
         libc::syscall(
             libc::SYS_io_getevents,
             id,
-            0 as libc::c_long,
+            min_nr as libc::c_long,
             events.len() as libc::c_long,
             events.as_mut_ptr(),
-            &timeout as *const libc::timespec,
+            timeout_ptr,
         )
     };
     check(res).map(|n| n as usize)
