@@ -108,7 +108,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// # Safety
     ///
     /// * `req` points to a valid request that stays at its address, and that the caller
-    ///   neither moves nor touches except through [`Request::result`], until it completed;
+    ///   neither moves nor touches except through `Request::result`, until it completed;
     /// * called on the context's thread, inside the coroutine that waits for `req`.
     unsafe fn submit(&self, req: NonNull<Request>);
 

@@ -5,11 +5,11 @@
 //!   processing (which runs plugged, so the coroutines it wakes queue their next request).
 //!   A partial submit leaves the rest queued; `EAGAIN` waits for completions to free slots;
 //!   an iocb the kernel refuses completes with its errno.
-//! * Completions are read from the ring the kernel maps for us ([`ring`]); where it does
+//! * Completions are read from the ring the kernel maps for us (the `ring` module); where it does
 //!   not (unknown layout), `io_getevents` with a zero timeout. They are checked once right
 //!   after each submit, so fast devices and cached files complete without a wake-up.
 //! * The context sleeps in this backend's `io_getevents` while requests are in flight
-//!   ([`sleep`]): an aio poll request on the context's epoll fd wakes that wait for
+//!   (the `sleep` module): an aio poll request on the context's epoll fd wakes that wait for
 //!   every fd, notification and timer too. A busy context polls the ring (the poll handler).
 //! * Where the context already has such a sleeper (a second linux-aio backend on it), or
 //!   the kernel has no userspace ring or no aio poll, every iocb signals an eventfd instead
