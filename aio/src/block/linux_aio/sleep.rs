@@ -73,7 +73,10 @@ impl Sleeper for Shared {
     fn sleep(&self, epoll_fd: RawFd, timeout_ns: i64) -> bool {
         self.state.with(|s| {
             if s.has_events() {
-                return false;
+                // No sleep: completions wait already. The fds are looked at all the same
+                // (our poll's completion may be among the events), so that a loop kept
+                // busy by completions never starves its other fd handlers.
+                return true;
             }
             let mut timeout_ns = timeout_ns;
             let mut epoll_ready = false;
