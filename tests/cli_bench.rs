@@ -94,3 +94,38 @@ fn reads_a_file_with_each_kernel_backend() {
         assert_eq!(field(json, "errors"), 0.0, "{backend}");
     }
 }
+
+#[test]
+fn a_timed_run_lasts_its_runtime_and_counts_what_it_issued() {
+    for backend in ["null", "null-bh"] {
+        let json = bench(&["--backend", backend, "-t", "0.3", "--json"]);
+        let seconds = field(&json, "seconds");
+        assert!(seconds >= 0.3, "{backend} stopped early: {json}");
+        assert!(seconds < 30.0, "{backend} did not stop: {json}");
+        assert!(field(&json, "requests") > 0.0, "{json}");
+        assert_eq!(field(&json, "errors"), 0.0, "{json}");
+        let iops = field(&json, "requests") / seconds;
+        assert!((iops / field(&json, "iops") - 1.0).abs() < 1e-3, "{json}");
+    }
+}
+
+#[test]
+fn a_bad_runtime_or_both_limits_are_refused() {
+    for args in [
+        &["-t", "0"][..],
+        &["--runtime=nan"],
+        &["-t", "1", "-c", "5"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            err.contains("--runtime") || err.contains("cannot be used with"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -23,9 +23,14 @@ pub(crate) struct Args {
     /// null | null-bh | threads | linux-aio | io-uring (default: null without FILE, else io-uring).
     #[arg(long)]
     backend: Option<BackendKind>,
-    /// Number of requests (default: 10,000,000 on the null backends, else 200,000).
-    #[arg(short = 'c', long)]
+    /// Number of requests (default: 200,000 with FILE, 10,000,000 on a null backend with
+    /// FILE; without FILE, the run lasts --runtime).
+    #[arg(short = 'c', long, conflicts_with = "runtime")]
     count: Option<u64>,
+    /// Run for this many seconds instead of a number of requests, like fio's `--runtime`
+    /// (default without FILE and --count: 3).
+    #[arg(short = 't', long)]
+    runtime: Option<f64>,
     /// Requests in flight at once.
     #[arg(short = 'd', long, default_value_t = 64)]
     depth: usize,
@@ -73,6 +78,12 @@ impl Mode {
         }
     }
 }
+
+/// How long `corral bench` runs without FILE and --count.
+const DEFAULT_RUNTIME_S: f64 = 3.0;
+
+/// Main-loop turns between two looks at the clock in a timed run.
+const CLOCK_EVERY: u64 = 64;
 
 /// Offsets wrap at this size on the null backends (no file to bound them).
 const NULL_SPAN: u64 = 1 << 30;
@@ -200,9 +211,29 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         BackendKind::Null
     });
     let null = matches!(backend, BackendKind::Null | BackendKind::NullBh);
-    let count = args
-        .count
-        .unwrap_or(if null { 10_000_000 } else { 200_000 });
+    // A timed run issues requests until its time is up, then counts what it issued.
+    let runtime = match (args.count, args.runtime, &args.file) {
+        (Some(_), _, _) => None,
+        (None, Some(secs), _) => Some(secs),
+        (None, None, None) => Some(DEFAULT_RUNTIME_S),
+        (None, None, Some(_)) => None,
+    };
+    let runtime = match runtime {
+        Some(secs) if !(secs.is_finite() && secs > 0.0 && secs < 1e9) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--runtime must be a positive number of seconds, not {secs}"),
+            ));
+        }
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    let count = match (args.count, runtime) {
+        (Some(count), _) => count,
+        (None, Some(_)) => u64::MAX,
+        (None, None) if null => 10_000_000,
+        (None, None) => 200_000,
+    };
     let sample = args
         .sample
         .unwrap_or(if null { 64 } else { 8 })
@@ -278,8 +309,12 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         if args.random { "random" } else { "sequential" },
         if args.direct { "O_DIRECT" } else { "buffered" }
     );
+    let amount = match runtime {
+        Some(time) => format!("{:.1} s of requests", time.as_secs_f64()),
+        None => format!("{count} requests"),
+    };
     eprintln!(
-        "corral bench: {count} requests, {} bytes each, {} in flight, {pattern}, backend {backend}, mode {}",
+        "corral bench: {amount}, {} bytes each, {} in flight, {pattern}, backend {backend}, mode {}",
         args.size,
         args.depth,
         args.mode.name()
@@ -304,7 +339,10 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             latency: Histogram::new(3).expect("3 significant digits is valid"),
         })
     });
-    let progress = Progress::new(count);
+    let progress = Progress::new(match runtime {
+        Some(time) => time.as_millis() as u64,
+        None => count,
+    });
     let cpu_before = cpu_times();
     let stats_before = dev.backend_stats();
     let loop_before = ctx.stats();
@@ -328,7 +366,20 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         }
         ctx.poll(true);
         iterations += 1;
-        if iterations.is_multiple_of(1024) {
+        if let Some(time) = runtime.filter(|_| iterations.is_multiple_of(CLOCK_EVERY)) {
+            let elapsed = start.elapsed();
+            if elapsed >= time {
+                // Issue no more: the run ends when those in flight have completed.
+                RUN.with(|run| {
+                    if let Some(run) = run.borrow_mut().as_mut() {
+                        run.count = run.count.min(run.submitted);
+                    }
+                });
+            }
+            if iterations.is_multiple_of(1024) {
+                progress.update(elapsed.as_millis() as u64, start);
+            }
+        } else if runtime.is_none() && iterations.is_multiple_of(1024) {
             progress.update(
                 RUN.with(|run| run.borrow().as_ref().map_or(0, |run| run.completed)),
                 start,
