@@ -186,6 +186,29 @@ mod tests {
     }
 
     #[test]
+    fn one_backend_per_context_lends_its_wait_and_gives_it_back_when_dropped() {
+        let ctx = AioContext::new().unwrap();
+        let first = match LinuxAioBackend::new(&ctx) {
+            Ok(b) => b,
+            Err(err) => return eprintln!("!!! SKIPPED: the kernel refuses linux-aio ({err})"),
+        };
+        let second = LinuxAioBackend::new(&ctx).unwrap();
+        assert!(first.context_sleeps_here());
+        assert!(
+            !second.context_sleeps_here(),
+            "a context sleeps in one wait only"
+        );
+        drop(first);
+        let third = LinuxAioBackend::new(&ctx).unwrap();
+        assert!(
+            third.context_sleeps_here(),
+            "the dropped backend kept the slot"
+        );
+        drop(second);
+        assert!(third.context_sleeps_here());
+    }
+
+    #[test]
     fn a_bottom_half_from_another_thread_wakes_the_sleep() {
         let Some((ctx, backend, _rd, _wr)) = sleeping_backend() else {
             return;
