@@ -2,11 +2,11 @@
 
 use crate::bh::{self, Bh, BhList, BhNode};
 use crate::co_schedule::{self, CoList};
-use crate::epoll::{Epoll, MAX_EVENTS};
+use crate::epoll::Epoll;
 use crate::fd_handlers::{self, FdHandlerList, FdHandlers, Ready};
 use crate::notify::NotifyProtocol;
 use crate::poll_adaptive::{self, PollParams, SharedPollParams};
-use crate::sleeper::{Sleeper, SleeperSlot};
+use crate::sleeper::SleeperSlot;
 use crate::sys::EventFd;
 use crate::thread_pool::{ThreadPool, Work};
 use crate::timer::TimerList;
@@ -14,7 +14,6 @@ use crossbeam_utils::CachePadded;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -23,7 +22,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 /// epoll token of the context's own eventfd (fd handlers use their fd as token).
-const NOTIFIER_TOKEN: u64 = u64::MAX;
+pub(crate) const NOTIFIER_TOKEN: u64 = u64::MAX;
 
 /// Counters of one context. Written by the polling thread (plain stores) or, for
 /// `eventfd_writes`, by notifiers; read from anywhere (a snapshot, exact when quiescent).
@@ -49,7 +48,7 @@ pub(crate) struct CtxShared {
     pub(crate) bh_list: CachePadded<BhList>,
     pub(crate) co_list: CachePadded<CoList>,
     pub(crate) proto: CachePadded<NotifyProtocol>,
-    event: EventFd,
+    pub(crate) event: EventFd,
     eventfd_writes: AtomicU64,
     pub(crate) timers: TimerList,
     /// Leaked, never freed: what a coroutine's `home` word points to (see `co_schedule`).
@@ -136,7 +135,7 @@ pub(crate) fn bump(c: &AtomicU64, by: u64) {
 /// contexts can live in one process, each polled by its own thread.
 pub struct AioContext {
     pub(crate) shared: Arc<CtxShared>,
-    epoll: Epoll,
+    pub(crate) epoll: Epoll,
     pub(crate) handlers: FdHandlerList,
     /// Token of the thread inside poll/co_enter, 0 when none.
     polling: AtomicUsize,
@@ -149,7 +148,7 @@ pub struct AioContext {
     self_weak: Weak<AioContext>,
     pool: OnceLock<ThreadPool>,
     /// A backend's wait the loop sleeps in instead of `epoll_wait` (see `sleeper`).
-    sleeper: SleeperSlot,
+    pub(crate) sleeper: SleeperSlot,
 }
 
 impl fmt::Debug for AioContext {
@@ -388,22 +387,6 @@ impl AioContext {
         })
     }
 
-    /// Lends the context a wait to sleep in instead of `epoll_wait` (see `sleeper`);
-    /// false if another sleeper holds the slot.
-    pub(crate) fn claim_sleeper(&self, sleeper: Weak<dyn Sleeper>) -> bool {
-        self.sleeper.claim(sleeper)
-    }
-
-    /// The epoll fd behind the fd handlers (for a sleeper to watch).
-    pub(crate) fn epoll_fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
-    }
-
-    /// Takes back what `claim_sleeper` lent.
-    pub(crate) fn release_sleeper(&self, sleeper: &Weak<dyn Sleeper>) {
-        self.sleeper.release(sleeper);
-    }
-
     pub(crate) fn count_coroutines(&self, n: u64) {
         bump(&self.counters.coroutines_run, n);
     }
@@ -531,65 +514,6 @@ impl AioContext {
 
     fn slices_pending(&self, st: &OwnerState) -> bool {
         st.slices.borrow().iter().any(|h| !h.is_null())
-    }
-
-    /// epoll_wait, then: read our eventfd at once (before `accept` and before any event is
-    /// processed, see notify.rs), and look the other fds up in the handler table.
-    fn wait_and_collect(&self, ready: &mut Vec<Ready>, timeout: i64) {
-        let mut events = MaybeUninit::<[libc::epoll_event; MAX_EVENTS]>::uninit();
-        // SAFETY:
-        // * `epoll_event` is plain data; `wait` hands the buffer to the kernel, which writes
-        //   the first `n` entries, and only those are read below.
-        let buf = unsafe { &mut *events.as_mut_ptr() };
-        let sleeper = if timeout != 0 {
-            self.sleeper.ready()
-        } else {
-            None
-        };
-        let slept = sleeper.is_some();
-        let epoll_timeout = match sleeper {
-            Some(sleeper) if !sleeper.sleep(self.epoll.as_raw_fd(), timeout) => None,
-            Some(_) => Some(0),
-            None => Some(timeout),
-        };
-        let n = match epoll_timeout.map(|t| self.epoll.wait(buf, t)) {
-            None => 0,
-            Some(Ok(n)) => n,
-            Some(Err(e)) => panic!("AioContext::poll: epoll_wait failed: {e}"),
-        };
-        if slept || (n == 0 && timeout != 0) {
-            // A sleeper's completions are found by its poll handler. And woken early with
-            // nothing reported: interrupted (or a timer is due). io_uring posts completions
-            // from task work that interrupts epoll_wait (EINTR) and marks its fd ready only
-            // after the call returned: poll for them now rather than through another
-            // epoll_wait (one system call and about 5 us less per wake-up on O_DIRECT reads).
-            self.run_poll_handlers_once(ready);
-        }
-        let mut any_fd = false;
-        for ev in &buf[..n] {
-            if ev.u64 == NOTIFIER_TOKEN {
-                self.shared.event.test_and_clear();
-            } else {
-                any_fd = true;
-            }
-        }
-        if any_fd {
-            self.handlers.with(|t| {
-                for ev in &buf[..n] {
-                    let token = ev.u64;
-                    if token == NOTIFIER_TOKEN {
-                        continue;
-                    }
-                    if let Some(node) = t.find(token as RawFd) {
-                        ready.push(Ready {
-                            node: node.clone(),
-                            revents: ev.events,
-                            poll_ready: false,
-                        });
-                    }
-                }
-            });
-        }
     }
 
     /// Runs the scheduled bottom halves (see `bh::run_slices`).

@@ -64,6 +64,7 @@ mod sync;
 mod sys;
 mod thread_pool;
 mod timer;
+mod wait;
 
 pub use bh::Bh;
 pub use co_schedule::{co_reschedule_self, co_sleep, co_wake};
