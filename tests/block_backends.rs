@@ -1,100 +1,15 @@
 //! The block backends through both faces: data round trips (buffered and O_DIRECT),
 //! short reads, bad input, EIO injection and drain, on every backend the kernel allows.
 
+mod common;
+
+use common::{backends, block_on, is_null, open, pattern, temp_file, Aligned};
 use corral::aio::block::{errno_of, fault::FaultConfig, BackendKind, BlockDevice, OpenOptions};
-use corral::aio::{AioContext, Timer};
+use corral::aio::AioContext;
 use corral::runtime::Coroutine;
 use std::io::{IoSlice, IoSliceMut};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// Backends this kernel accepts; the others are skipped with a loud message.
-fn backends(ctx: &Arc<AioContext>) -> Vec<BackendKind> {
-    BackendKind::ALL
-        .into_iter()
-        .filter(|kind| match kind.create(ctx) {
-            Ok(_) => true,
-            Err(err) => {
-                eprintln!("!!! SKIPPED backend {kind}: the kernel refuses it ({err})");
-                false
-            }
-        })
-        .collect()
-}
-
-fn is_null(kind: BackendKind) -> bool {
-    matches!(kind, BackendKind::Null | BackendKind::NullBh)
-}
-
-/// Runs `f` in a coroutine and polls `ctx` until it returns.
-fn block_on<R: Send + 'static>(ctx: &Arc<AioContext>, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let out = Arc::new(Mutex::new(None));
-    let slot = out.clone();
-    ctx.co_enter(Coroutine::new(move || *slot.lock().unwrap() = Some(f())));
-    loop {
-        if let Some(value) = out.lock().unwrap().take() {
-            return value;
-        }
-        ctx.poll(true);
-    }
-}
-
-fn temp_file(dir: &Path, name: &str, len: usize) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, vec![0u8; len]).unwrap();
-    path
-}
-
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-/// A 4096-aligned buffer for O_DIRECT.
-struct Aligned(Vec<u8>, usize, usize);
-impl Aligned {
-    fn new(data: &[u8]) -> Aligned {
-        let mut raw = vec![0u8; data.len() + 4096];
-        let skip = raw.as_ptr().align_offset(4096);
-        raw[skip..skip + data.len()].copy_from_slice(data);
-        Aligned(raw, skip, data.len())
-    }
-}
-impl AsRef<[u8]> for Aligned {
-    fn as_ref(&self) -> &[u8] {
-        &self.0[self.1..self.1 + self.2]
-    }
-}
-impl AsMut<[u8]> for Aligned {
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.0[self.1..self.1 + self.2]
-    }
-}
-
-fn open(
-    ctx: &Arc<AioContext>,
-    path: &Path,
-    backend: BackendKind,
-    direct: bool,
-) -> Option<BlockDevice> {
-    let opts = OpenOptions {
-        backend,
-        write: true,
-        direct,
-        ..OpenOptions::default()
-    };
-    match BlockDevice::open(ctx, path, &opts) {
-        Ok(dev) => Some(dev),
-        Err(err) if direct => {
-            eprintln!("!!! SKIPPED O_DIRECT on {}: {err}", path.display());
-            None
-        }
-        Err(err) => panic!("open {}: {err}", path.display()),
-    }
-}
 
 /// Writes through one face and reads back through the other, both ways.
 fn roundtrip(direct: bool) {
@@ -585,68 +500,4 @@ fn an_inline_request_chain_returns_to_the_event_loop() {
     );
     bh_slot.lock().unwrap().take();
     ticker.delete();
-}
-
-/// Two linux-aio devices on one context: the first lends the context its
-/// `io_getevents` to sleep in, the second signals an eventfd per request. The context
-/// must wake for the second's completions whether it sleeps in the first's wait (both
-/// busy) or in `epoll_wait` (only the second busy).
-#[test]
-fn two_linux_aio_devices_on_one_context_both_complete() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let ctx = AioContext::new().unwrap();
-    if !backends(&ctx).contains(&BackendKind::LinuxAio) {
-        return;
-    }
-    let mut devs = Vec::new();
-    for name in ["first", "second"] {
-        let path = temp_file(dir.path(), name, 1 << 20);
-        let Some(dev) = open(&ctx, &path, BackendKind::LinuxAio, true) else {
-            return;
-        };
-        devs.push(dev);
-    }
-    let blocks = 64u64;
-    for (seed, dev) in devs.iter().enumerate() {
-        for i in 0..blocks {
-            let data = Aligned::new(&pattern(seed as u8 + i as u8, 4096));
-            dev.aio_pwrite(i * 4096, data, |_, res| assert_eq!(res.unwrap(), 4096));
-        }
-        dev.drain().unwrap();
-    }
-    // Reads in flight on both devices, then on the second alone.
-    for busy in [&devs[..], &devs[1..]] {
-        let checked = Arc::new(AtomicUsize::new(0));
-        for dev in busy {
-            let seed = if std::ptr::eq(dev, &devs[0]) { 0 } else { 1 };
-            for i in 0..blocks {
-                let checked = checked.clone();
-                dev.aio_pread(i * 4096, Aligned::new(&[0; 4096]), move |buf, res| {
-                    assert_eq!(res.unwrap(), 4096);
-                    assert_eq!(buf.as_ref(), &pattern(seed + i as u8, 4096)[..]);
-                    checked.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        }
-        let want = busy.len() * blocks as usize;
-        // A backstop timer ends any sleep, so a missed wake-up fails instead of hanging.
-        let backstop = Timer::new(&ctx, || {});
-        let start = Instant::now();
-        while checked.load(Ordering::SeqCst) < want && start.elapsed() < Duration::from_secs(5) {
-            if !backstop.is_pending() {
-                backstop.arm_after(Duration::from_secs(1));
-            }
-            ctx.poll(true);
-        }
-        assert_eq!(
-            checked.load(Ordering::SeqCst),
-            want,
-            "completions were missed"
-        );
-        let took = start.elapsed();
-        assert!(
-            took < Duration::from_secs(1),
-            "woken only by the backstop ({took:?})"
-        );
-    }
 }
