@@ -170,10 +170,8 @@ impl<T> BatchStack<T> {
                 return None;
             }
             // SAFETY:
-            // * `head` was loaded under `guard`, so even if another thread
-            //   popped it meanwhile its memory is still live (reclaim rule 2);
-            // * `next` is immutable after the Release push the Acquire load
-            //   synchronised with.
+            // * loaded under `guard`: `head` is live even if popped meanwhile (reclaim rule 2);
+            // * `next` is immutable after the Release push our Acquire load synchronised with.
             let next = unsafe { (*head).next };
             // The CAS succeeds only if `head` was not popped since the load
             // (no address reuse while pinned, see `reclaim`), so `next` is
@@ -184,16 +182,12 @@ impl<T> BatchStack<T> {
             {
                 Ok(_) => {
                     // SAFETY:
-                    // * our CAS unlinked `head`: this thread alone takes its
-                    //   items (others may still read `next`/`total`, not
-                    //   `items`);
+                    // * our CAS unlinked `head`: only we take `items` (others read `next`/`total`);
                     // * the Acquire CAS made the pusher's items visible.
                     let items = unsafe { (*head).items.with_mut(|items| mem::take(&mut *items)) };
                     // SAFETY:
-                    // * `head` came from `Box::into_raw` in `push`, is now
-                    //   unlinked, and only this thread's CAS unlinked it;
-                    // * its items are empty, so freeing it on any thread
-                    //   drops no `T`.
+                    // * from `Box::into_raw` in `push`, unlinked by our CAS and no other;
+                    // * its items are empty, so freeing it on any thread drops no `T`.
                     unsafe { guard.retire(head, &self.graveyard) };
                     return Some(items);
                 }

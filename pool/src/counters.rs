@@ -207,9 +207,8 @@ impl Registry {
         let mut cur = self.head.load(Ordering::Acquire);
         while !cur.is_null() {
             // SAFETY:
-            // * `&mut self`: the registry is being dropped, so no thread
-            //   holds a block (a thread's list holds a `&'static` to the
-            //   pool, so a pool with live lists is never dropped);
+            // * `&mut self` on a registry being dropped: no thread holds a block (a pool with
+            //   live lists is never dropped: each list holds a `&'static` to it);
             // * every block came from `Box::into_raw` in `claim`, linked once.
             let block = unsafe { Box::from_raw(cur) };
             cur = block.next.cast_mut();

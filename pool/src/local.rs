@@ -60,9 +60,7 @@ impl<T: Send + 'static> LocalSlot<T> {
         self.state.with_mut(|state| {
             // SAFETY:
             // * the slot is a thread-local: only this thread can reach it;
-            // * callers pass closures made of plain operations only (see the
-            //   module's re-entrancy rule), so no other `&mut` to the state
-            //   can be created while this one lives.
+            // * callers' closures never re-enter (module rule): no other `&mut` while this lives.
             let state = unsafe { &mut *state };
             match state {
                 Some(local) => f(local),
