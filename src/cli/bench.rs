@@ -366,24 +366,22 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         }
         ctx.poll(true);
         iterations += 1;
-        if let Some(time) = runtime.filter(|_| iterations.is_multiple_of(CLOCK_EVERY)) {
-            let elapsed = start.elapsed();
-            if elapsed >= time {
-                // Issue no more: the run ends when those in flight have completed.
-                RUN.with(|run| {
-                    if let Some(run) = run.borrow_mut().as_mut() {
-                        run.count = run.count.min(run.submitted);
-                    }
-                });
-            }
-            if iterations.is_multiple_of(1024) {
-                progress.update(elapsed.as_millis() as u64, start);
-            }
-        } else if runtime.is_none() && iterations.is_multiple_of(1024) {
-            progress.update(
-                RUN.with(|run| run.borrow().as_ref().map_or(0, |run| run.completed)),
-                start,
-            );
+        let timed_out = runtime
+            .is_some_and(|time| iterations.is_multiple_of(CLOCK_EVERY) && start.elapsed() >= time);
+        if timed_out {
+            // Issue no more: the run ends when those in flight have completed.
+            RUN.with(|run| {
+                if let Some(run) = run.borrow_mut().as_mut() {
+                    run.count = run.count.min(run.submitted);
+                }
+            });
+        }
+        if iterations.is_multiple_of(1024) {
+            let done = match runtime {
+                Some(_) => start.elapsed().as_millis() as u64,
+                None => RUN.with(|run| run.borrow().as_ref().map_or(0, |run| run.completed)),
+            };
+            progress.update(done, start);
         }
     }
     dev.drain()?;
